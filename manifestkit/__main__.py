@@ -1,0 +1,5 @@
+import sys
+
+from manifestkit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,106 @@
+"""Command-line entry point: parse, call the library, print, map errors to exit codes (design.md §2).
+
+Each command lives in its own module under ``manifestkit.cli`` and exposes
+``register(subparsers, common)``; it sets ``run=<function(args) -> int>`` as the parser default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from manifestkit import __version__
+from manifestkit.errors import ManifestkitError
+
+#: command modules, in the order ``--help`` lists them (the pipeline's order)
+COMMAND_MODULES = (
+    "inspect",
+    "convert",
+    "manifest",
+    "upload",
+    "verify",
+    "delete",
+    "import_",
+    "tasks",
+    "sandbox",
+)
+
+log = logging.getLogger("manifestkit")
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Options every command takes, accepted after the command name too."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", help="log details (incl. presigned URLs) and show tracebacks"
+    )
+    common.add_argument(
+        "--output", choices=("text", "json"), default="text", help="text for people, json for scripts"
+    )
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = common_options()
+    parser = argparse.ArgumentParser(
+        prog="manifestkit",
+        description="Prepare a disk image for EC2 ImportInstance/ImportVolume and run the import.",
+    )
+    parser.add_argument("--version", action="version", version=f"manifestkit {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"manifestkit.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"manifestkit.cli.{name}":
+                raise
+            continue  # command not built yet
+        module.register(subparsers, common)
+    return parser
+
+
+class _OneLineErrors(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"manifestkit: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def _configure_logging(debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_OneLineErrors())
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if debug else logging.INFO)
+    log.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help(sys.stderr)
+        return 2
+    debug = bool(getattr(args, "debug", False))
+    _configure_logging(debug)
+    try:
+        return int(args.run(args) or 0)
+    except ManifestkitError as exc:
+        if debug:
+            log.exception("%s", exc)
+        print(f"manifestkit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("manifestkit: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the one place that turns surprises into one line
+        if debug:
+            raise
+        print(
+            f"manifestkit: error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)",
+            file=sys.stderr,
+        )
+        return 1

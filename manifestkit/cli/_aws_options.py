@@ -1,0 +1,42 @@
+"""AWS options shared by the commands that talk to AWS, with the classic EC2 API tools' names."""
+
+from __future__ import annotations
+
+import argparse
+
+from manifestkit.aws import AwsSettings
+
+
+def add_aws_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("AWS (defaults come from boto3's chain: AWS_PROFILE, config files)")
+    group.add_argument("--region", help="AWS region (default: boto3's configured region)")
+    group.add_argument("--profile", help="named profile from ~/.aws/config")
+    group.add_argument("--s3-endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL_S3 or AWS)")
+    group.add_argument(
+        "--ec2-endpoint-url", "-U", "--url", dest="ec2_endpoint_url",
+        help="EC2 endpoint (default: AWS_ENDPOINT_URL_EC2 or AWS)",
+    )
+    group.add_argument(
+        "-O", "--aws-access-key", "-o", "--owner-akid", dest="access_key",
+        help="access key id (classic option; prefer profiles)",
+    )
+    group.add_argument(
+        "-W", "--aws-secret-key", "-w", "--owner-sak", dest="secret_key",
+        help="secret access key (classic option; prefer profiles)",
+    )
+    group.add_argument(
+        "--local",
+        action="store_true",
+        help="run against an embedded offline sandbox (S3 + import endpoint on loopback)",
+    )
+
+
+def aws_settings_from(args: argparse.Namespace) -> AwsSettings:
+    return AwsSettings(
+        profile=args.profile,
+        region=args.region,
+        s3_endpoint_url=args.s3_endpoint_url,
+        ec2_endpoint_url=args.ec2_endpoint_url,
+        access_key=args.access_key,
+        secret_key=args.secret_key,
+    )

@@ -1,0 +1,55 @@
+"""What commands print: one JSON document with ``--output json``, text otherwise; tqdm progress."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from tqdm import tqdm
+
+
+def emit(args: argparse.Namespace, document: Any, text: str) -> None:
+    """Print ``document`` as JSON or ``text`` for people, on stdout."""
+    if getattr(args, "output", "text") == "json":
+        json.dump(document, sys.stdout, indent=2, sort_keys=False, default=str)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+class TqdmProgress:
+    """A ``manifestkit.progress.Progress`` drawn with tqdm on stderr; silent off a TTY or with -q."""
+
+    def __init__(self, *, quiet: bool = False, unit: str = "B") -> None:
+        self._disable = quiet or not sys.stderr.isatty()
+        self._unit = unit
+        self._bar: tqdm | None = None
+
+    def start(self, total: int, description: str) -> None:
+        self.close()
+        self._bar = tqdm(
+            total=total,
+            desc=description,
+            unit=self._unit,
+            unit_scale=self._unit == "B",
+            unit_divisor=1024,
+            disable=self._disable,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+
+    def advance(self, amount: int) -> None:
+        if self._bar is not None:
+            self._bar.update(amount)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def progress_for(args: argparse.Namespace, unit: str = "B") -> TqdmProgress:
+    return TqdmProgress(quiet=bool(getattr(args, "quiet", False)), unit=unit)

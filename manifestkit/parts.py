@@ -1,0 +1,104 @@
+"""``PartPlan``: how an image file is cut into byte-range parts and where each part lives in S3.
+
+Ranges are 0-based with an inclusive ``end`` (the manifest's ``byte-range`` convention); every part
+is ``part_size`` long except the last. Keys follow the EC2 API tools' naming (design.md §2):
+``{prefix}/{uuid}/{basename}.part{N}`` and ``{prefix}/{uuid}/{basename}manifest.xml``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid as uuidlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from manifestkit.errors import UsageError
+from manifestkit.sizes import GiB, MiB, format_size
+
+DEFAULT_PART_SIZE = 10 * MiB
+#: S3's smallest useful part is a byte; the biggest single PUT is 5 GiB.
+MAX_PART_SIZE = 5 * GiB
+#: A manifest with more parts than this is a sign of a silly part size (1 TiB at 1 MiB = ~1M parts).
+MAX_PARTS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Part:
+    index: int
+    start: int
+    #: inclusive
+    end: int
+    key: str
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start + 1
+
+
+@dataclass(frozen=True)
+class PartPlan:
+    file_bytes: int
+    part_size: int
+    basename: str
+    prefix: str = ""
+    upload_id: str = field(default_factory=lambda: str(uuidlib.uuid4()))
+
+    def __post_init__(self) -> None:
+        if self.file_bytes <= 0:
+            raise UsageError("cannot plan parts for an empty file")
+        if not 0 < self.part_size <= MAX_PART_SIZE:
+            raise UsageError(
+                f"part size {self.part_size} is out of range",
+                fix=f"give a part size between 1 byte and {format_size(MAX_PART_SIZE)}",
+            )
+        if self.count > MAX_PARTS:
+            raise UsageError(
+                f"part size {format_size(self.part_size)} gives {self.count} parts",
+                fix=f"choose a larger --part-size (at most {MAX_PARTS} parts)",
+            )
+        if not self.basename or "/" in self.basename:
+            raise UsageError(f"invalid basename {self.basename!r}")
+
+    @classmethod
+    def for_file(
+        cls,
+        path: str | os.PathLike[str],
+        file_bytes: int,
+        *,
+        part_size: int = DEFAULT_PART_SIZE,
+        prefix: str = "",
+        upload_id: str | None = None,
+    ) -> PartPlan:
+        kwargs = {"upload_id": upload_id} if upload_id else {}
+        return cls(
+            file_bytes=file_bytes,
+            part_size=part_size,
+            basename=os.path.basename(os.fspath(path)),
+            prefix=prefix.strip("/"),
+            **kwargs,
+        )
+
+    @property
+    def count(self) -> int:
+        return -(-self.file_bytes // self.part_size)
+
+    @property
+    def key_prefix(self) -> str:
+        return f"{self.prefix}/{self.upload_id}/" if self.prefix else f"{self.upload_id}/"
+
+    @property
+    def manifest_key(self) -> str:
+        return f"{self.key_prefix}{self.basename}manifest.xml"
+
+    def part(self, index: int) -> Part:
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        start = index * self.part_size
+        end = min(start + self.part_size, self.file_bytes) - 1
+        return Part(index, start, end, f"{self.key_prefix}{self.basename}.part{index}")
+
+    def __iter__(self) -> Iterator[Part]:
+        return (self.part(i) for i in range(self.count))
+
+    def __len__(self) -> int:
+        return self.count

@@ -1,0 +1,33 @@
+import pytest
+
+from manifestkit.errors import UsageError
+from manifestkit.parts import PartPlan
+
+
+@pytest.mark.parametrize("size,part", [(1, 1), (10, 3), (10, 5), (10, 10), (10, 11), (12345, 512)])
+def test_ranges_are_contiguous_inclusive_and_cover_the_file(size, part):
+    plan = PartPlan.for_file("/x/disk.vmdk", size, part_size=part, upload_id="u")
+    parts = list(plan)
+    assert len(parts) == plan.count == len(range(0, size, part))
+    assert parts[0].start == 0 and parts[-1].end == size - 1
+    for a, b in zip(parts, parts[1:]):
+        assert b.start == a.end + 1 and a.size == part
+    assert sum(p.size for p in parts) == size
+
+
+def test_keys_use_the_basename_and_prefix():
+    plan = PartPlan.for_file("/some/dir/disk.vmdk", 30, part_size=10, prefix="/imports/", upload_id="u1")
+    assert plan.manifest_key == "imports/u1/disk.vmdkmanifest.xml"
+    assert [p.key for p in plan] == [f"imports/u1/disk.vmdk.part{i}" for i in range(3)]
+    assert PartPlan.for_file("d.raw", 1, upload_id="u").manifest_key == "u/d.rawmanifest.xml"
+
+
+@pytest.mark.parametrize("part", [0, -1, 6 * 1024**3])
+def test_absurd_part_sizes_are_refused(part):
+    with pytest.raises(UsageError):
+        PartPlan.for_file("d.raw", 100, part_size=part)
+
+
+def test_too_many_parts_refused():
+    with pytest.raises(UsageError, match="parts"):
+        PartPlan.for_file("d.raw", 2 * 1024**4, part_size=1024)
