@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from manifestkit.aws import AwsSettings
 
@@ -40,3 +42,15 @@ def aws_settings_from(args: argparse.Namespace) -> AwsSettings:
         access_key=args.access_key,
         secret_key=args.secret_key,
     )
+
+
+@contextmanager
+def aws_settings_for(args: argparse.Namespace) -> Iterator[AwsSettings]:
+    """The settings a command runs with; with ``--local``, an embedded sandbox for this one command."""
+    if not getattr(args, "local", False):
+        yield aws_settings_from(args)
+        return
+    from manifestkit.sandbox import Sandbox  # needs the [sandbox] extra; imported only here
+
+    with Sandbox(region=args.region or "us-east-1") as sandbox:
+        yield sandbox.aws_settings()
