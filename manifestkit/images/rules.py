@@ -1,0 +1,107 @@
+"""What EC2 ImportInstance / ImportVolume accept, in one place (design.md §2-§3, issue 2 item 6).
+
+``judge(info)`` turns the facts a reader found into ``importable`` + ``problems``; each problem is a
+sentence that says what is wrong and what to do. Later commands call it (through ``inspect_image``)
+before they upload anything.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import replace
+
+from manifestkit.images.info import ImageInfo
+from manifestkit.sizes import GiB, TiB, format_size
+
+#: ImportInstance / ImportVolume refuse images of 16 TiB and more
+MAX_IMPORT_BYTES = 16 * TiB
+#: VHD's own limit, enforced by AWS for VHD imports
+MAX_VHD_BYTES = 2040 * GiB
+
+#: createTypes whose data lives in other files than the one named
+DESCRIPTOR_ONLY_TYPES = frozenset(
+    {
+        "monolithicFlat",
+        "twoGbMaxExtentSparse",
+        "twoGbMaxExtentFlat",
+        "vmfs",
+        "vmfsThin",
+        "vmfsEagerZeroedThick",
+        "vmfsPreallocated",
+        "vmfsRaw",
+        "vmfsRDM",
+        "vmfsRawDeviceMap",
+        "vmfsPassthroughRawDeviceMap",
+        "fullDevice",
+        "partitionedDevice",
+        "custom",
+    }
+)
+
+
+def convert_fix(path: str) -> str:
+    """The one fix for every VMDK/VHD that ImportInstance will not take (issue 6 builds the command)."""
+    return f"convert it to a streamOptimized VMDK: manifestkit convert {shlex.quote(path)} OUT.vmdk"
+
+
+def import_problems(info: ImageInfo) -> list[str]:
+    """The rule-based problems for ``info`` (not counting those its reader already found)."""
+    problems: list[str] = []
+    fix = convert_fix(info.path)
+    details = info.details
+    if info.format == "VMDK":
+        kind = details.get("kind")
+        if kind == "vmdk-descriptor" or info.subformat in DESCRIPTOR_ONLY_TYPES:
+            files = details.get("extent_files") or []
+            problems.append(
+                f"this is a {info.subformat} VMDK descriptor whose data is in {len(files)} other "
+                f"file(s); ImportInstance takes one streamOptimized file; {fix}"
+            )
+        elif info.subformat == "monolithicSparse":
+            problems.append(
+                "ImportInstance takes only streamOptimized VMDKs and fails on monolithicSparse with "
+                f"'File uses unsupported compression algorithm 0'; {fix}"
+            )
+        elif info.subformat == "sparseExtent":
+            problems.append(
+                "this is one extent of a split VMDK (no embedded descriptor); convert the descriptor "
+                "file that lists it: manifestkit convert DESCRIPTOR.vmdk OUT.vmdk"
+            )
+        elif info.subformat != "streamOptimized":
+            problems.append(
+                f"ImportInstance takes only streamOptimized VMDKs, not {info.subformat}; {fix}"
+            )
+        elif details.get("compress_algorithm") != 1 or not details.get("markers"):
+            problems.append(
+                "the descriptor says streamOptimized but the header has compression algorithm "
+                f"{details.get('compress_algorithm')} / no markers, which AWS refuses; {fix}"
+            )
+    elif info.format == "VHD":
+        if info.subformat == "differencing":
+            parent = details.get("parent_name") or "its parent"
+            problems.append(
+                f"this is a differencing VHD that needs {parent}; ImportInstance refuses "
+                f"differencing disks; merge it into its parent first, or {fix}"
+            )
+        if info.capacity_bytes > MAX_VHD_BYTES:
+            problems.append(
+                f"the disk is {format_size(info.capacity_bytes)}, over the 2040 GiB VHD limit; {fix}"
+            )
+    if info.capacity_bytes >= MAX_IMPORT_BYTES:
+        problems.append(
+            f"the disk is {format_size(info.capacity_bytes)}; imports must be under 16 TiB; shrink "
+            "the disk (and its partitions) below 16 TiB first"
+        )
+    given = details.get("format_given")
+    if given and given != info.format:
+        problems.append(
+            f"--format {given} was given but the content is {info.format} ({info.subformat}); "
+            f"drop --format or pass --format {info.format}"
+        )
+    return problems
+
+
+def judge(info: ImageInfo) -> ImageInfo:
+    """``info`` with ``problems`` = its reader's problems + the rules', ``importable`` = none."""
+    problems = tuple(dict.fromkeys([*info.problems, *import_problems(info)]))
+    return replace(info, problems=problems, importable=not problems)
