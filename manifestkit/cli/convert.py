@@ -1,0 +1,69 @@
+"""``manifestkit convert SOURCE OUTPUT.vmdk``: write the streamOptimized VMDK EC2 imports."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from manifestkit.cli._output import emit, progress_for
+from manifestkit.errors import UsageError
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        parents=[common],
+        help="convert a VMDK, VHD or RAW image to a streamOptimized VMDK",
+        description="Convert any VMDK (monolithicSparse, monolithicFlat, twoGbMaxExtent*, "
+        "streamOptimized), VHD (fixed, dynamic) or RAW image to the streamOptimized VMDK that "
+        "ImportInstance accepts. The format is read from the content, not the name.",
+    )
+    parser.add_argument("source", metavar="SOURCE", help="the image to convert")
+    parser.add_argument("target", metavar="OUTPUT.vmdk", help="the streamOptimized VMDK to write")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="threads that compress grains (default: one per CPU)",
+    )
+    parser.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from manifestkit.convert import convert_image
+    from manifestkit.images.detect import detect
+
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: give a number of threads of at least 1")
+    found = detect(args.source)
+    started = time.monotonic()
+    info = convert_image(
+        args.source,
+        args.target,
+        workers=args.workers,
+        progress=progress_for(args),
+        overwrite=args.force,
+    )
+    seconds = time.monotonic() - started
+    document = {
+        "source": os.fspath(args.source),
+        "source_format": found.format,
+        "source_kind": found.kind,
+        "output": info.path,
+        "format": info.format,
+        "subformat": info.subformat,
+        "output_bytes": info.file_bytes,
+        "capacity_bytes": info.capacity_bytes,
+        "importable": info.importable,
+        "seconds": round(seconds, 3),
+    }
+    emit(
+        args,
+        document,
+        f"{info.path}: streamOptimized VMDK, {info.file_bytes} bytes for a "
+        f"{info.capacity_bytes}-byte disk, written in {seconds:.1f} s",
+    )
+    return 0
