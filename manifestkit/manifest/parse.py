@@ -1,0 +1,295 @@
+"""Read a manifest safely and as a stream: one part in memory at a time.
+
+Hostile XML is refused before anything is interpreted: lxml runs with entity resolution, DTD
+loading and network access off and without ``huge_tree``; a document with any DOCTYPE (internal
+subset, entity declarations, external DTD) is refused outright — a manifest never has one.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import IO, Union
+
+from lxml import etree
+
+from manifestkit.errors import ManifestError
+from manifestkit.manifest.model import Importer, ManifestHeader, ManifestPart, schema_path
+
+#: A path, the document's bytes, or a binary file object.
+Source = Union[str, "os.PathLike[str]", bytes, IO[bytes]]
+
+_PART_FIELDS = ("key", "head-url", "get-url", "delete-url")
+_HEADER_TEXT = {
+    "/manifest/version",
+    "/manifest/file-format",
+    "/manifest/importer/name",
+    "/manifest/importer/version",
+    "/manifest/importer/release",
+    "/manifest/self-destruct-url",
+    "/manifest/import/size",
+    "/manifest/import/volume-size",
+}
+
+
+@lru_cache(maxsize=1)
+def lxml_schema() -> etree.XMLSchema:
+    """The XSD compiled once for lxml (libxml2 validates while it parses: streaming, in C)."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    return etree.XMLSchema(etree.parse(str(schema_path()), parser))
+
+
+def source_name(source: Source) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, bytes):
+        return "<bytes>"
+    return str(getattr(source, "name", "<stream>"))
+
+
+def _open(source: Source) -> tuple[IO[bytes], bool]:
+    """A binary file object and whether we opened it (and must close it)."""
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            return open(source, "rb"), True  # noqa: SIM115 - closed by the caller
+        except OSError as exc:
+            raise ManifestError(
+                f"cannot read manifest {os.fspath(source)}: {exc.strerror}",
+                fix="check the path and permissions",
+            ) from exc
+    if isinstance(source, bytes):
+        return io.BytesIO(source), True
+    return source, False
+
+
+@dataclass
+class RawPart:
+    """A part as written, before any checking (fields may be missing or not numbers)."""
+
+    position: int
+    index: int | None
+    start: int | None
+    end: int | None
+    fields: dict[str, str]
+
+    def complete(self) -> ManifestPart | None:
+        if None in (self.index, self.start, self.end) or not all(
+            f in self.fields for f in ("key", "head-url", "get-url")
+        ):
+            return None
+        return ManifestPart(
+            index=self.index,  # type: ignore[arg-type]
+            start=self.start,  # type: ignore[arg-type]
+            end=self.end,  # type: ignore[arg-type]
+            key=self.fields["key"],
+            head_url=self.fields["head-url"],
+            get_url=self.fields["get-url"],
+            delete_url=self.fields.get("delete-url"),
+        )
+
+
+def _int(text: str | None) -> int | None:
+    if text is None:
+        return None
+    text = text.strip()
+    return int(text) if text.isdigit() else None
+
+
+class ManifestEvents:
+    """Walks a manifest once: header values, then ``RawPart``s; the tree is pruned as it goes.
+
+    With ``schema=True`` libxml2 validates against the XSD during the same pass; a violation
+    surfaces as ``SchemaViolation`` after the events that preceded it.
+    """
+
+    def __init__(self, source: Source, *, schema: bool = True) -> None:
+        self.name = source_name(source)
+        self._file, self._owned = _open(source)
+        self._schema = schema
+        #: text of header elements by path (``/manifest/import/size`` ...)
+        self.header: dict[str, str] = {}
+        #: ``parts/@count`` as written
+        self.count_text: str | None = None
+        #: the path of the element being read (for messages when the parser stops)
+        self.where = "/"
+
+    def close(self) -> None:
+        if self._owned:
+            self._file.close()
+
+    def __iter__(self) -> Iterator[tuple[str, object]]:
+        """``("parts", None)`` when ``<parts>`` opens, then ``("part", RawPart)`` for each."""
+        context = etree.iterparse(
+            self._file,
+            events=("start", "end"),
+            schema=lxml_schema() if self._schema else None,
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            dtd_validation=False,
+            huge_tree=False,
+            remove_comments=True,
+            remove_pis=True,
+        )
+        stack: list[str] = []
+        positions = 0
+        part: RawPart | None = None
+        try:
+            for event, elem in context:
+                if event == "start":
+                    if not stack:
+                        self._check_root(elem)
+                    stack.append(elem.tag if isinstance(elem.tag, str) else "?")
+                    if len(stack) == 4 and stack[1:3] == ["import", "parts"] and elem.tag == "part":
+                        positions += 1
+                        part = RawPart(positions, _int(elem.get("index")), None, None, {})
+                        self.where = f"/manifest/import/parts/part[{positions}]"
+                    else:
+                        self.where = "/" + "/".join(stack)
+                    if len(stack) == 3 and stack[1:] == ["import", "parts"]:
+                        self.count_text = elem.get("count")
+                        yield "parts", None
+                    continue
+                # end
+                depth = len(stack)
+                tag = stack.pop()
+                if part is not None and depth == 5:
+                    if tag == "byte-range":
+                        part.start = _int(elem.get("start"))
+                        part.end = _int(elem.get("end"))
+                    elif tag in _PART_FIELDS:
+                        part.fields[tag] = (elem.text or "").strip()
+                elif part is not None and depth == 4 and tag == "part":
+                    done, part = part, None
+                    # prune: the part and anything before it are no longer needed
+                    elem.clear(keep_tail=False)
+                    parent = elem.getparent()
+                    while elem.getprevious() is not None:
+                        del parent[0]
+                    yield "part", done
+                elif depth <= 3:
+                    path = "/" + "/".join([*stack, tag])
+                    if path in _HEADER_TEXT:
+                        self.header[path] = (elem.text or "").strip()
+        except etree.XMLSyntaxError as exc:
+            if any(e.domain_name == "SCHEMASV" for e in exc.error_log):
+                raise SchemaViolation(self.where, _message(exc)) from None
+            raise ManifestError(
+                f"{self.name} is not well-formed XML near {self.where}: {_message(exc)}",
+                fix="give a VM Import Manifest (XML)",
+            ) from None
+        finally:
+            self.close()
+
+    def _check_root(self, root: etree._Element) -> None:
+        docinfo = root.getroottree().docinfo
+        if docinfo.doctype or docinfo.internalDTD is not None or docinfo.system_url:
+            raise ManifestError(
+                f"{self.name} has a DOCTYPE (DTD or entity declarations): refused, a manifest "
+                "never has one and entities are how XXE and billion-laughs attacks work",
+                fix="use a manifest written by manifestkit or the EC2 tools",
+            )
+        if root.tag != "manifest":
+            tag = root.tag if isinstance(root.tag, str) else "?"
+            raise ManifestError(
+                f"{self.name} is XML but not a VM Import Manifest: root element <{tag}>, "
+                "expected <manifest>",
+                fix="give the manifest file (…manifest.xml)",
+            )
+
+
+class SchemaViolation(Exception):
+    """libxml2 found an XSD violation; ``where`` is the element the parser had reached."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(message)
+        self.where = where
+        self.message = message
+
+
+def _message(exc: etree.XMLSyntaxError) -> str:
+    for entry in exc.error_log:
+        return entry.message.strip()
+    return str(exc).split(" (line ")[0]
+
+
+def header_from(events: ManifestEvents) -> ManifestHeader | None:
+    """The header once ``<parts>`` has opened; ``None`` when a value is missing or not a number."""
+    h = events.header
+    size = _int(h.get("/manifest/import/size"))
+    volume = _int(h.get("/manifest/import/volume-size"))
+    count = _int(events.count_text)
+    needed = ("/manifest/version", "/manifest/file-format", "/manifest/self-destruct-url")
+    if size is None or volume is None or count is None or any(p not in h for p in needed):
+        return None
+    return ManifestHeader(
+        version=h["/manifest/version"],
+        file_format=h["/manifest/file-format"],
+        importer=Importer(
+            h.get("/manifest/importer/name", ""),
+            h.get("/manifest/importer/version", ""),
+            h.get("/manifest/importer/release", ""),
+        ),
+        self_destruct_url=h["/manifest/self-destruct-url"],
+        size=size,
+        volume_size=volume,
+        part_count=count,
+    )
+
+
+def iter_manifest(source: Source) -> tuple[ManifestHeader, Iterator[ManifestPart]]:
+    """Open a manifest: its header now, its parts as a lazy iterator (one part in memory at a time).
+
+    The document is checked against the XSD during the same pass; anything malformed, hostile or
+    off-schema raises ``ManifestError`` (from the iterator when it lies among the parts). For
+    the semantic rules use ``validate_manifest``.
+    """
+    events = ManifestEvents(source)
+    stream = iter(events)
+
+    def fail(exc: SchemaViolation) -> ManifestError:
+        return ManifestError(
+            f"{events.name}: {exc.where}: {exc.message}",
+            fix="run 'manifestkit validate' on it for every problem",
+        )
+
+    try:
+        for kind, _ in stream:
+            if kind == "parts":
+                break
+        else:
+            raise ManifestError(
+                f"{events.name}: no <parts> element", fix="give a complete manifest"
+            )
+    except SchemaViolation as exc:
+        raise fail(exc) from None
+    header = header_from(events)
+    if header is None:
+        events.close()
+        raise ManifestError(f"{events.name}: incomplete manifest header before <parts>")
+
+    def parts() -> Iterator[ManifestPart]:
+        try:
+            for kind, raw in stream:
+                if kind == "part":
+                    assert isinstance(raw, RawPart)
+                    done = raw.complete()
+                    if done is None:
+                        raise ManifestError(
+                            f"{events.name}: /manifest/import/parts/part[{raw.position}] "
+                            "is incomplete"
+                        )
+                    yield done
+        except SchemaViolation as exc:
+            raise fail(exc) from None
+
+    return header, parts()
+
+
+def read_manifest(source: Source) -> tuple[ManifestHeader, list[ManifestPart]]:
+    """Everything at once, for small manifests and tests; prefer ``iter_manifest``."""
+    header, parts = iter_manifest(source)
+    return header, list(parts)

@@ -1,0 +1,364 @@
+"""Check a manifest: (a) the XSD, streaming; (b) the rules no XSD can say (design.md §4).
+
+One pass over the document: libxml2 validates against the XSD while ``ManifestEvents`` hands
+each part to the semantic checks, so a 100,000-part manifest is checked in bounded memory.
+When the XSD check fails, ``xmlschema`` re-reads the document (lazily) to say what is wrong in
+readable terms, and the semantic findings of that pass are dropped: on a broken structure they
+are noise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import io
+import os
+import posixpath
+from collections import Counter
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import Any
+from urllib.parse import unquote
+
+from manifestkit.errors import ManifestError
+from manifestkit.images.info import volume_gib_for
+from manifestkit.manifest.model import MANIFEST_KEY_SUFFIX, ManifestHeader, Problem, schema_path
+from manifestkit.manifest.parse import (
+    ManifestEvents,
+    RawPart,
+    SchemaViolation,
+    Source,
+    header_from,
+    source_name,
+)
+from manifestkit.presign import (
+    MAX_EXPIRES,
+    Credentials,
+    PresignedUrlError,
+    PresignedUrlInfo,
+    expected_signature,
+    parse_presigned_url,
+    signed_method,
+)
+from manifestkit.sizes import GiB
+
+#: after this many problems of one rule the rest are counted, not listed
+MAX_PER_RULE = 20
+_PARTS = "/manifest/import/parts"
+_URL_FIELDS = (("head-url", "HEAD"), ("get-url", "GET"), ("delete-url", "DELETE"))
+
+
+@lru_cache(maxsize=1)
+def _xmlschema() -> Any:
+    import xmlschema
+
+    return xmlschema.XMLSchema(str(schema_path()))
+
+
+class _Checker:
+    def __init__(
+        self,
+        credentials: Credentials | None,
+        now: dt.datetime | None,
+        capacity_bytes: int | None,
+    ) -> None:
+        self.credentials = credentials
+        self.now = now
+        self.capacity_bytes = capacity_bytes
+        self.problems: list[Problem] = []
+        self.counts: Counter[str] = Counter()
+        self.header: ManifestHeader | None = None
+        #: (scheme, host, path before the key) of the first URL: all URLs address one bucket
+        self.location: tuple[str, str, str] | None = None
+        self.folder: str | None = None
+        self.self_destruct: PresignedUrlInfo | None = None
+        self.seen = 0
+        self.next_start = 0
+        self.other_access_key = False
+
+    def add(self, path: str, rule: str, message: str, severity: str = "error") -> None:
+        self.counts[rule] += 1
+        if self.counts[rule] <= MAX_PER_RULE:
+            self.problems.append(Problem(path, rule, message, severity))
+
+    # -- header ------------------------------------------------------------------------
+
+    def check_header(self, header: ManifestHeader) -> None:
+        self.header = header
+        path = "/manifest/import/volume-size"
+        if header.volume_size < 1:
+            self.add(path, "volume-size", "volume-size must be at least 1 GiB")
+        if self.capacity_bytes is not None:
+            needed = volume_gib_for(self.capacity_bytes)
+            if header.volume_size < needed:
+                self.add(
+                    path,
+                    "volume-size",
+                    f"volume-size {header.volume_size} GiB cannot hold the image's capacity "
+                    f"({needed} GiB needed)",
+                )
+        elif header.file_format == "RAW" and header.volume_size < -(-header.size // GiB):
+            # a RAW image's capacity is its size
+            self.add(
+                path,
+                "volume-size",
+                f"volume-size {header.volume_size} GiB cannot hold a {header.size}-byte RAW image "
+                f"({-(-header.size // GiB)} GiB needed)",
+            )
+        info = self.check_url(
+            "/manifest/self-destruct-url", header.self_destruct_url, "DELETE", None
+        )
+        if info is not None:
+            self.self_destruct = info
+            if not unquote(info.path).endswith(MANIFEST_KEY_SUFFIX):
+                self.add(
+                    "/manifest/self-destruct-url",
+                    "self-destruct-key",
+                    f"self-destruct-url is for {unquote(info.path)!r}, not a key ending in "
+                    f"{MANIFEST_KEY_SUFFIX!r} (it must delete the manifest itself)",
+                )
+
+    def _check_self_destruct(self, location: tuple[str, str, str], folder: str) -> None:
+        """The manifest lives next to its parts: same bucket, same folder."""
+        info = self.self_destruct
+        if info is None:
+            return
+        prefix = f"{location[2]}/{folder}/" if folder else f"{location[2]}/"
+        decoded = unquote(info.path)
+        if (
+            (info.scheme, info.host) != location[:2]
+            or not decoded.startswith(prefix)
+            or "/" in decoded[len(prefix) :]
+        ):
+            self.add(
+                "/manifest/self-destruct-url",
+                "self-destruct-key",
+                f"self-destruct-url is for {info.scheme}://{info.host}{decoded}, not a manifest "
+                f"in the parts' folder {location[0]}://{location[1]}{prefix}",
+            )
+
+    # -- parts -------------------------------------------------------------------------
+
+    def check_part(self, raw: RawPart) -> None:
+        path = f"{_PARTS}/part[{raw.position}]"
+        part = raw.complete()
+        if part is None:
+            return  # the XSD check reports what is missing
+        expected_index = self.seen
+        self.seen += 1
+        if part.index != expected_index:
+            self.add(
+                path,
+                "index-order",
+                f"part index {part.index}, expected {expected_index} (indices run 0..n-1 in order)",
+            )
+        rng = f"{path}/byte-range"
+        if part.start != self.next_start:
+            self.add(
+                rng,
+                "range-contiguous",
+                f"byte-range starts at {part.start}, expected {self.next_start} "
+                "(ranges are contiguous: each starts one byte after the previous end)",
+            )
+        if part.end < part.start:
+            self.add(rng, "range-order", f"byte-range end {part.end} is before start {part.start}")
+        self.next_start = part.end + 1
+        if self.folder is None:
+            self.folder = posixpath.dirname(part.key)
+        elif posixpath.dirname(part.key) != self.folder:
+            self.add(
+                f"{path}/key",
+                "key-folder",
+                f"key {part.key!r} is not in the manifest's folder {self.folder + '/'!r}",
+            )
+        for field, method in _URL_FIELDS:
+            url = raw.fields.get(field)
+            if url is not None:
+                self.check_url(f"{path}/{field}", url, method, part.key)
+
+    def finish(self, count_text: str | None) -> None:
+        header = self.header
+        if header is None:
+            return
+        if header.part_count != self.seen:
+            self.add(
+                f"{_PARTS}/@count",
+                "count",
+                f'parts count="{header.part_count}" but the manifest has {self.seen} part(s)',
+            )
+        if self.seen and self.next_start != header.size:
+            self.add(
+                f"{_PARTS}/part[{self.seen}]/byte-range",
+                "range-cover",
+                f"the parts cover bytes 0..{self.next_start - 1} but size is {header.size} "
+                f"(the last end must be size - 1 = {header.size - 1})",
+            )
+        if self.credentials is None:
+            self.add(
+                "/manifest",
+                "method-unverified",
+                "no credentials given: the URLs' methods (HEAD/GET/DELETE) were not verified; "
+                "a SigV4 URL does not carry its method, only its signature does",
+                "note",
+            )
+        elif self.other_access_key:
+            self.add(
+                "/manifest",
+                "method-unverified",
+                "some URLs are signed with another access key than the credentials given: "
+                "their methods were not verified",
+                "note",
+            )
+        for rule, n in self.counts.items():
+            if n > MAX_PER_RULE:
+                self.problems.append(
+                    Problem(
+                        _PARTS, rule, f"... and {n - MAX_PER_RULE} more problem(s) of this kind"
+                    )
+                )
+
+    # -- URLs --------------------------------------------------------------------------
+
+    def check_url(
+        self, path: str, url: str, method: str, key: str | None
+    ) -> PresignedUrlInfo | None:
+        try:
+            info = parse_presigned_url(url)
+        except PresignedUrlError as exc:
+            self.add(path, "url", f"not a SigV4 presigned URL: {exc}")
+            return None
+        if info.service != "s3":
+            self.add(path, "url", f"URL is signed for service {info.service!r}, not s3")
+        if info.expires_in > MAX_EXPIRES:
+            self.add(
+                path,
+                "url-expiry-max",
+                f"X-Amz-Expires={info.expires_in} is above {MAX_EXPIRES} s (7 days): "
+                "S3 refuses such URLs when they are used",
+            )
+        if self.now is not None and info.is_expired(self.now):
+            self.add(path, "url-expired", f"URL expired at {info.expires_at.isoformat()}")
+        if key is not None:
+            location = _location_for(info, key)
+            if location is None:
+                self.add(path, "url-key", f"URL is for {info.path!r}, not the part's key {key!r}")
+            elif self.location is None:
+                self.location = location
+                self._check_self_destruct(location, posixpath.dirname(key))
+            elif location != self.location:
+                self.add(
+                    path,
+                    "url-bucket",
+                    f"URL addresses {location[0]}://{location[1]}{location[2]}/, other URLs "
+                    f"{self.location[0]}://{self.location[1]}{self.location[2]}/",
+                )
+        if self.credentials is not None:
+            self.check_method(path, info, method)
+        return info
+
+    def check_method(self, path: str, info: PresignedUrlInfo, method: str) -> None:
+        assert self.credentials is not None
+        if info.access_key != self.credentials.access_key:
+            self.other_access_key = True
+            return
+        secret = self.credentials.secret_key
+        try:
+            good = hmac.compare_digest(expected_signature(info, method, secret), info.signature)
+        except PresignedUrlError as exc:
+            self.add(path, "url-method", str(exc))
+            return
+        if not good:
+            actual = signed_method(info, secret)
+            if actual is None:
+                self.add(
+                    path,
+                    "url-signature",
+                    "signature matches no method: URL altered or signed with another secret key",
+                )
+            else:
+                self.add(
+                    path,
+                    "url-method",
+                    f"URL is signed for {actual}, but this element needs {method}",
+                )
+
+
+def _location_for(info: PresignedUrlInfo, key: str) -> tuple[str, str, str] | None:
+    """Where the bucket is, if the URL's path ends with ``key`` (virtual-hosted or path style)."""
+    decoded = unquote(info.path)
+    if not decoded.endswith("/" + key):
+        return None
+    before = decoded[: len(decoded) - len(key) - 1]
+    if before.count("/") > 1:  # more than a bucket (or an endpoint base path) before the key
+        return None
+    return (info.scheme, info.host, before)
+
+
+def _readable_xsd_problems(source: Source, limit: int = MAX_PER_RULE) -> list[Problem]:
+    """``xmlschema``'s account of XSD failures (paths and plain reasons), lazily read."""
+    import xmlschema
+
+    if isinstance(source, bytes):
+        data: Any = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        data = os.fspath(source)
+    else:
+        return []  # a stream cannot be read twice
+    problems: list[Problem] = []
+    try:
+        resource = xmlschema.XMLResource(data, lazy=True, defuse="always", allow="local")
+        for error in _xmlschema().iter_errors(resource):
+            problems.append(Problem(error.path or "/manifest", "xsd", str(error.reason)))
+            if len(problems) >= limit:
+                break
+    except Exception:  # noqa: BLE001 - readability only; libxml2's message is already in hand
+        return []
+    return problems
+
+
+def validate_manifest(
+    source: Source,
+    *,
+    credentials: Credentials | None = None,
+    now: dt.datetime | None = None,
+    capacity_bytes: int | None = None,
+) -> list[Problem]:
+    """Every problem found, worst first; an empty list (or notes only) means valid.
+
+    ``credentials`` let the check recompute each URL's signature for its element's method
+    (HEAD/GET/DELETE); without them that is reported as a note. ``now`` enables the
+    already-expired check; ``capacity_bytes`` (from ``ImageInfo``) the volume-size check.
+    Not XML, hostile XML (DOCTYPE/entities) and XML of another kind raise ``ManifestError``.
+    """
+    events = ManifestEvents(source)
+    checker = _Checker(credentials, now, capacity_bytes)
+    try:
+        for kind, raw in events:
+            if kind == "parts":
+                header = header_from(events)
+                if header is not None:
+                    checker.check_header(header)
+            elif isinstance(raw, RawPart):
+                checker.check_part(raw)
+    except SchemaViolation as exc:
+        readable = _readable_xsd_problems(source)
+        if readable:
+            return readable
+        return [Problem(exc.where, "xsd", exc.message)]
+    checker.finish(events.count_text)
+    return checker.problems
+
+
+def errors_only(problems: Iterable[Problem]) -> list[Problem]:
+    return [p for p in problems if p.severity == "error"]
+
+
+def check_manifest(source: Source, **kwargs: Any) -> None:
+    """Raise ``ManifestError`` naming the first problem when the manifest is invalid."""
+    errors = errors_only(validate_manifest(source, **kwargs))
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ManifestError(
+            f"{source_name(source)} is not a valid manifest: {errors[0]}{more}",
+            fix="run 'manifestkit validate' on it for every problem",
+        )
