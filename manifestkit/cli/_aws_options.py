@@ -9,7 +9,11 @@ from contextlib import contextmanager
 from manifestkit.aws import AwsSettings
 
 
-def add_aws_options(parser: argparse.ArgumentParser) -> None:
+def add_aws_options(
+    parser: argparse.ArgumentParser, *, local: bool = True, owner_short_options: bool = True
+) -> None:
+    """``local=False`` leaves out ``--local``; ``owner_short_options=False`` leaves out ``-o``/``-w``
+    (for commands where ``-o`` means the output file, as in ``manifestkit manifest``)."""
     group = parser.add_argument_group("AWS (defaults come from boto3's chain: AWS_PROFILE, config files)")
     group.add_argument("--region", help="AWS region (default: boto3's configured region)")
     group.add_argument("--profile", help="named profile from ~/.aws/config")
@@ -19,18 +23,23 @@ def add_aws_options(parser: argparse.ArgumentParser) -> None:
         help="EC2 endpoint (default: AWS_ENDPOINT_URL_EC2 or AWS)",
     )
     group.add_argument(
-        "-O", "--aws-access-key", "-o", "--owner-akid", dest="access_key",
+        *(("-O", "--aws-access-key", "-o", "--owner-akid") if owner_short_options
+          else ("-O", "--aws-access-key", "--owner-akid")),
+        dest="access_key",
         help="access key id (classic option; prefer profiles)",
     )
     group.add_argument(
-        "-W", "--aws-secret-key", "-w", "--owner-sak", dest="secret_key",
+        *(("-W", "--aws-secret-key", "-w", "--owner-sak") if owner_short_options
+          else ("-W", "--aws-secret-key", "--owner-sak")),
+        dest="secret_key",
         help="secret access key (classic option; prefer profiles)",
     )
-    group.add_argument(
-        "--local",
-        action="store_true",
-        help="run against an embedded offline sandbox (S3 + import endpoint on loopback)",
-    )
+    if local:
+        group.add_argument(
+            "--local",
+            action="store_true",
+            help="run against an embedded offline sandbox (S3 + import endpoint on loopback)",
+        )
 
 
 def aws_settings_from(args: argparse.Namespace) -> AwsSettings:
