@@ -20,22 +20,23 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from manifestkit.errors import ManifestError
 from manifestkit.images.info import ImageInfo
-from manifestkit.sandbox import import_tasks as tasks
-from manifestkit.sandbox.import_http import CHUNK, FetchError, HttpClient
-from manifestkit.sandbox.import_manifest import (
+from manifestkit.manifest import (
     ManifestHeader,
     ManifestPart,
-    ManifestProblem,
-    iter_parts,
-    read_header,
+    errors_only,
+    iter_manifest,
+    validate_manifest,
 )
+from manifestkit.sandbox import import_tasks as tasks
+from manifestkit.sandbox.import_http import CHUNK, FetchError, HttpClient
 from manifestkit.sandbox.import_tasks import TaskSnapshot, TaskStore
 from manifestkit.sizes import GiB
 
@@ -136,10 +137,10 @@ class _Run:
         task = self._snapshot()
         manifest_path = tmp / "manifest.xml"
         self._fetch_manifest(task, manifest_path)
-        header = self._check_manifest(task, manifest_path)
-        self._wait_for_parts(manifest_path, header)
+        self._check_manifest(task, manifest_path)
+        self._wait_for_parts(manifest_path)
         image_path = tmp / "image"
-        self._download(task, manifest_path, header, image_path)
+        self._download(task, manifest_path, image_path)
         if self.env.store.update(self.task_id, tasks.begin_final_transfer).state != tasks.ACTIVE:
             raise StopRequested
         self._check_image(task, image_path)
@@ -167,15 +168,21 @@ class _Run:
             self._pause()
 
     def _check_manifest(self, task: TaskSnapshot, path: Path) -> ManifestHeader:
+        """The manifest module's XSD + rule check; URLs are not judged here: S3 judges them."""
         try:
-            _full_validation(path)
-            header = read_header(path)
-            for _ in iter_parts(path, header):
-                self._checkpoint()
-        except ManifestProblem as problem:
+            problems = errors_only(validate_manifest(path))
+            if problems:
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                raise ImportProblem(
+                    f"ClientError: Manifest file could not be validated: {problems[0]}{more}"
+                )
+            header, parts = iter_manifest(path)
+            _drain(parts)
+        except ManifestError as error:
             raise ImportProblem(
-                f"ClientError: Manifest file could not be validated: {problem}"
+                f"ClientError: Manifest file could not be validated: {error.message}"
             ) from None
+        self._checkpoint()
         if header.size != task.disk.bytes:
             raise ImportProblem(
                 f"ClientError: The manifest's import size ({header.size} bytes) does not match "
@@ -188,29 +195,36 @@ class _Run:
             )
         return header
 
-    def _wait_for_parts(self, manifest_path: Path, header: ManifestHeader) -> None:
-        """Every head-url must answer 200 with the part's length; 404s are waited for."""
-        missing = list(self._head_pass(iter_parts(manifest_path, header)))
+    def _wait_for_parts(self, manifest_path: Path) -> None:
+        """Every head-url must answer 200 with the part's length; 404s are waited for.
+
+        Only the indices of missing parts are kept between passes (bounded memory for 100k parts).
+        """
+        missing = self._head_pass(manifest_path, None)
         while missing:
             if self._gave_up_waiting():
-                first = missing[0]
+                first = next(p for p in _parts(manifest_path) if p.index == missing[0])
                 raise ImportProblem(
                     f"ClientError: Part {first.index} ({first.key}) not found: its head-url "
                     f"answered 404 for {self._waited():.0f} s"
                     + (f" ({len(missing)} parts missing)" if len(missing) > 1 else "")
                 )
             self._pause()
-            missing = list(self._head_pass(missing))
+            missing = self._head_pass(manifest_path, set(missing))
 
-    def _head_pass(self, parts: Any) -> Any:
-        for part in parts:
+    def _head_pass(self, manifest_path: Path, only: set[int] | None) -> list[int]:
+        """HEAD the parts (all, or the indices in ``only``); -> indices still answering 404."""
+        missing: list[int] = []
+        for part in _parts(manifest_path):
+            if only is not None and part.index not in only:
+                continue
             self._checkpoint()
             try:
                 answer = self.env.http.head(part.head_url)
             except FetchError as error:
                 raise ImportProblem(f"ClientError: Part {part.index}: head-url: {error}") from None
             if answer.status == 404:
-                yield part
+                missing.append(part.index)
                 continue
             if answer.status != 200:
                 raise ImportProblem(
@@ -219,14 +233,14 @@ class _Run:
                 )
             if answer.content_length is not None and answer.content_length != part.size:
                 raise ImportProblem(_size_mismatch(part, answer.content_length))
+        return missing
 
-    def _download(
-        self, task: TaskSnapshot, manifest_path: Path, header: ManifestHeader, image_path: Path
-    ) -> None:
+    def _download(self, task: TaskSnapshot, manifest_path: Path, image_path: Path) -> None:
         done = 0
         with open(image_path, "wb") as out:
-            for part in iter_parts(manifest_path, header):
+            for part in _parts(manifest_path):
                 self._checkpoint()
+                out.seek(part.start)
                 try:
                     with self.env.http.get(part.get_url) as response:
                         length = response.headers.get("Content-Length")
@@ -323,19 +337,15 @@ def _size_mismatch(part: ManifestPart, actual: int) -> str:
     )
 
 
-def _full_validation(path: Path) -> None:
-    """The manifest module's XSD + rule check, when that module provides one."""
-    try:
-        from manifestkit import manifest as manifest_module
-    except ImportError:
-        return
-    validate = getattr(manifest_module, "validate_manifest", None)
-    if validate is None:
-        return
-    try:
-        validate(path)
-    except Exception as exc:  # its ManifestError or a parse error: either way not a usable manifest
-        raise ManifestProblem(str(exc)) from None
+def _parts(manifest_path: Path) -> Iterator[ManifestPart]:
+    """The manifest's parts, streamed again from the file (it was validated before)."""
+    _, parts = iter_manifest(manifest_path)
+    return parts
+
+
+def _drain(parts: Iterator[ManifestPart]) -> None:
+    for _ in parts:
+        pass
 
 
 def image_problem(info: ImageInfo, declared_format: str, volume_gib: int) -> str | None:

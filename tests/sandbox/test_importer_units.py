@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import botocore.parsers
 import botocore.serialize
@@ -14,7 +13,6 @@ import pytest
 
 from manifestkit.images.info import ImageInfo
 from manifestkit.sandbox import import_tasks as tasks
-from manifestkit.sandbox.import_manifest import ManifestProblem, iter_parts, read_header
 from manifestkit.sandbox.import_requests import (
     Ec2ApiError,
     dry_run_error,
@@ -373,51 +371,7 @@ def test_error_reply_parses_with_botocore() -> None:
     assert reply["ResponseMetadata"]["RequestId"] == "r4"
 
 
-# -- manifest reading, image verdicts, settings -------------------------------------------------
-
-
-def write_manifest(
-    path: Path, ranges: list[tuple[int, int]], size: int, count: int | None = None
-) -> None:
-    parts = "".join(
-        f'<part index="{i}"><byte-range start="{s}" end="{e}"/><key>k{i}</key>'
-        f"<head-url>http://127.0.0.1/h{i}</head-url><get-url>http://127.0.0.1/g{i}</get-url></part>"
-        for i, (s, e) in enumerate(ranges)
-    )
-    path.write_text(
-        "<manifest><version>2010-11-15</version><file-format>VMDK</file-format>"
-        f"<import><size>{size}</size><volume-size>1</volume-size>"
-        f'<parts count="{len(ranges) if count is None else count}">{parts}</parts>'
-        "</import></manifest>"
-    )
-
-
-def test_manifest_reader_checks_ranges(tmp_path: Path) -> None:
-    path = tmp_path / "m.xml"
-    write_manifest(path, [(0, 9), (10, 14)], 15)
-    header = read_header(path)
-    assert (header.size, header.part_count, header.file_format) == (15, 2, "VMDK")
-    assert [(p.index, p.size, p.head_url) for p in iter_parts(path, header)] == [
-        (0, 10, "http://127.0.0.1/h0"),
-        (1, 5, "http://127.0.0.1/h1"),
-    ]
-    for ranges, size, count in (
-        ([(0, 9), (11, 14)], 15, None),
-        ([(0, 9)], 15, None),
-        ([(0, 9), (10, 14)], 15, 3),
-    ):
-        write_manifest(path, ranges, size, count)
-        with pytest.raises(ManifestProblem):
-            list(iter_parts(path, read_header(path)))
-
-
-def test_manifest_reader_refuses_entities(tmp_path: Path) -> None:
-    path = tmp_path / "m.xml"
-    path.write_text(
-        '<!DOCTYPE m [<!ENTITY x SYSTEM "file:///etc/passwd">]><manifest>&x;</manifest>'
-    )
-    with pytest.raises(ManifestProblem):
-        read_header(path)
+# -- image verdicts, settings -------------------------------------------------
 
 
 def info(
