@@ -34,11 +34,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def run(args: argparse.Namespace) -> int:
     from manifestkit.convert import convert_image
-    from manifestkit.images.detect import detect
+    from manifestkit.images import inspect_image
 
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers {args.workers}: give a number of threads of at least 1")
-    found = detect(args.source)
+    source = inspect_image(args.source)
     started = time.monotonic()
     info = convert_image(
         args.source,
@@ -50,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.monotonic() - started
     document = {
         "source": os.fspath(args.source),
-        "source_format": found.format,
-        "source_kind": found.kind,
+        "source_format": source.format,
+        "source_subformat": source.subformat,
         "output": info.path,
         "format": info.format,
         "subformat": info.subformat,

@@ -1,0 +1,238 @@
+"""Each bad input gives one clear error, exit 2 from the CLI, and leaves no output behind."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import struct
+from pathlib import Path
+
+import pytest
+
+from manifestkit.cli import main
+from manifestkit.convert import convert_image
+from manifestkit.errors import ConversionError, ImageError
+from manifestkit.images import vmdk
+from tests.convert.conftest import needs_qemu, qemu_make
+
+pytestmark = needs_qemu
+
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "dfvfs"
+
+
+def _nothing_left(folder: Path, output: Path) -> None:
+    assert not output.exists()
+    assert not [p.name for p in folder.iterdir() if ".partial" in p.name]
+
+
+def _convert_fails(source: Path, output: Path, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        convert_image(source, output)
+    _nothing_left(output.parent, output)
+
+
+def _sparse(mixed_raw: Path, tmp_path: Path) -> tuple[Path, vmdk.SparseHeader]:
+    source = qemu_make(mixed_raw, tmp_path / "sparse.vmdk", "vmdk", "subformat=monolithicSparse")
+    with open(source, "rb") as f:
+        header = vmdk.parse_sparse_header(f.read(512))
+    return source, header
+
+
+def _first_gt_sector(path: Path, header: vmdk.SparseHeader) -> int:
+    with open(path, "rb") as f:
+        f.seek(header.gd_offset * 512)
+        return struct.unpack("<I", f.read(4))[0]
+
+
+def test_corrupt_grain_table(mixed_raw: Path, tmp_path: Path) -> None:
+    source, header = _sparse(mixed_raw, tmp_path)
+    gt = _first_gt_sector(source, header)
+    with open(source, "r+b") as f:
+        f.seek(gt * 512 + 8)
+        f.write(b"\xa7\x13\xff\x3c" * 4)  # garbage entries for grains 2-5
+    _convert_fails(source, tmp_path / "out.vmdk", ImageError, "corrupt grain table")
+
+
+def test_corrupt_grain_directory(mixed_raw: Path, tmp_path: Path) -> None:
+    source, header = _sparse(mixed_raw, tmp_path)
+    with open(source, "r+b") as f:
+        f.seek(header.gd_offset * 512)
+        f.write(struct.pack("<I", 0x7FFFFFF0))
+    _convert_fails(source, tmp_path / "out.vmdk", ImageError, "corrupt grain directory")
+
+
+def test_grains_past_end_of_file(mixed_raw: Path, tmp_path: Path) -> None:
+    source, _ = _sparse(mixed_raw, tmp_path)
+    with open(source, "r+b") as f:
+        f.truncate(source.stat().st_size - 3 * 65536)
+    _convert_fails(source, tmp_path / "out.vmdk", ImageError, "past the end of the file")
+
+
+def test_truncated_stream_optimized(mixed_raw: Path, tmp_path: Path) -> None:
+    source = tmp_path / "stream.vmdk"
+    convert_image(mixed_raw, source)
+    with open(source, "r+b") as f:
+        f.truncate(source.stat().st_size - 1536)  # footer and end-of-stream marker gone
+    _convert_fails(source, tmp_path / "out.vmdk", ImageError, "stream is truncated")
+
+
+def test_compressed_grain_that_does_not_inflate(mixed_raw: Path, tmp_path: Path) -> None:
+    source = tmp_path / "stream.vmdk"
+    convert_image(mixed_raw, source)
+    with open(source, "rb") as f:
+        header = vmdk.parse_sparse_header(f.read(512))
+    first_grain = header.overhead * 512
+    with open(source, "r+b") as f:
+        f.seek(first_grain + 12 + 40)  # inside the deflate stream of grain 0
+        f.write(os.urandom(64))
+    _convert_fails(source, tmp_path / "out.vmdk", ImageError, "grain 0 .*(inflate)")
+
+
+def test_grain_marker_with_wrong_lba(mixed_raw: Path, tmp_path: Path) -> None:
+    source = tmp_path / "stream.vmdk"
+    convert_image(mixed_raw, source)
+    with open(source, "rb") as f:
+        header = vmdk.parse_sparse_header(f.read(512))
+    with open(source, "r+b") as f:
+        f.seek(header.overhead * 512)
+        f.write(struct.pack("<Q", 999 * 128))
+    _convert_fails(source, tmp_path / "out.vmdk", ImageError, "corrupt grain table")
+
+
+def test_missing_extent_file(mixed_raw: Path, tmp_path: Path) -> None:
+    source = qemu_make(mixed_raw, tmp_path / "flat.vmdk", "vmdk", "subformat=monolithicFlat")
+    (tmp_path / "flat-flat.vmdk").unlink()
+    _convert_fails(
+        source, tmp_path / "out.vmdk", ImageError, "extent file 'flat-flat.vmdk' is missing"
+    )
+
+
+def _descriptor(folder: Path, extent: str, sectors: int = 128) -> Path:
+    path = folder / "evil.vmdk"
+    path.write_text(
+        "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\n"
+        f'createType="monolithicFlat"\n\n# Extent description\nRW {sectors} FLAT "{extent}" 0\n'
+    )
+    return path
+
+
+@pytest.mark.parametrize("name", ["../secret.img", "sub/../../secret.img", "/etc/hostname"])
+def test_extent_path_outside_the_folder(tmp_path: Path, name: str) -> None:
+    (tmp_path / "secret.img").write_bytes(b"s" * 65536)
+    folder = tmp_path / "vm"
+    (folder / "sub").mkdir(parents=True)
+    source = _descriptor(folder, name)
+    _convert_fails(source, folder / "out.vmdk", ImageError, "absolute path|outside the descriptor")
+
+
+def test_extent_symlink_leading_outside(tmp_path: Path) -> None:
+    (tmp_path / "secret.img").write_bytes(b"s" * 65536)
+    folder = tmp_path / "vm"
+    folder.mkdir()
+    (folder / "disk-flat.vmdk").symlink_to(tmp_path / "secret.img")
+    source = _descriptor(folder, "disk-flat.vmdk")
+    _convert_fails(source, folder / "out.vmdk", ImageError, "outside the descriptor")
+
+
+def test_extent_inside_the_folder_is_fine(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "data.img").write_bytes(b"d" * 65536)
+    source = _descriptor(tmp_path, "sub/data.img")
+    info = convert_image(source, tmp_path / "out.vmdk")
+    assert info.capacity_bytes == 65536
+
+
+def test_output_is_the_input(mixed_raw: Path, tmp_path: Path) -> None:
+    source = tmp_path / "disk.raw"
+    shutil.copy(mixed_raw, source)
+    before = source.read_bytes()
+    (tmp_path / "link.vmdk").symlink_to(source)
+    os.link(source, tmp_path / "hard.vmdk")
+    for target in (
+        source,
+        tmp_path / "link.vmdk",
+        tmp_path / "hard.vmdk",
+        tmp_path / "." / "disk.raw",
+    ):
+        with pytest.raises(ConversionError, match="is the image being converted"):
+            convert_image(source, target, overwrite=True)
+    assert source.read_bytes() == before
+
+
+def test_output_is_an_extent_file(mixed_raw: Path, tmp_path: Path) -> None:
+    source = qemu_make(mixed_raw, tmp_path / "flat.vmdk", "vmdk", "subformat=monolithicFlat")
+    with pytest.raises(ConversionError, match="is the image being converted"):
+        convert_image(source, tmp_path / "flat-flat.vmdk", overwrite=True)
+
+
+def test_not_enough_space(mixed_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = shutil.disk_usage
+
+    def tiny(path: str) -> shutil._ntuple_diskusage:  # type: ignore[name-defined]
+        usage = real(path)
+        return type(usage)(usage.total, usage.total - 4096, 4096)
+
+    monkeypatch.setattr(shutil, "disk_usage", tiny)
+    _convert_fails(mixed_raw, tmp_path / "out.vmdk", ConversionError, "not enough free space")
+
+
+def test_output_exists_needs_force(mixed_raw: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.vmdk"
+    out.write_bytes(b"keep me")
+    with pytest.raises(ConversionError, match="already exists"):
+        convert_image(mixed_raw, out)
+    assert out.read_bytes() == b"keep me"
+    convert_image(mixed_raw, out, overwrite=True)
+    assert out.stat().st_size > 512
+
+
+class _InterruptAfter:
+    def __init__(self, calls: int) -> None:
+        self.calls = calls
+
+    def start(self, total: int, description: str) -> None:
+        pass
+
+    def advance(self, amount: int) -> None:
+        self.calls -= 1
+        if self.calls <= 0:
+            raise KeyboardInterrupt
+
+    def close(self) -> None:
+        pass
+
+
+def test_interrupted_conversion_leaves_nothing(mixed_raw: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.vmdk"
+    with pytest.raises(KeyboardInterrupt):
+        convert_image(mixed_raw, out, progress=_InterruptAfter(2))
+    _nothing_left(tmp_path, out)
+
+
+def test_qcow2_is_refused(mixed_raw: Path, tmp_path: Path) -> None:
+    source = qemu_make(mixed_raw, tmp_path / "disk.qcow2", "qcow2")
+    _convert_fails(source, tmp_path / "out.vmdk", ConversionError, "qcow2")
+
+
+def test_differencing_vhd_is_refused(tmp_path: Path) -> None:
+    packed = CORPUS / "fat-differential.vhd.gz"
+    if not packed.exists():
+        pytest.skip(f"{packed} is absent")
+    source = tmp_path / "diff.vhd"
+    with gzip.open(packed, "rb") as src, open(source, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    _convert_fails(source, tmp_path / "out.vmdk", ConversionError, "differencing VHD")
+
+
+def test_cli_error_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "secret.img").write_bytes(b"s" * 512)
+    folder = tmp_path / "vm"
+    folder.mkdir()
+    source = _descriptor(folder, "../secret.img", sectors=1)
+    out = folder / "out.vmdk"
+    assert main(["convert", str(source), str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("manifestkit: error: ") and str(source) in err[0]
+    assert not out.exists()
