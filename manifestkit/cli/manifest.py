@@ -1,0 +1,288 @@
+"""``manifestkit manifest IMAGE --bucket B`` (offline) and ``manifestkit validate MANIFEST``.
+
+``manifest`` writes the VM Import Manifest for an image that is (or will be) uploaded to
+``s3://B/{prefix}/{uuid}/``: it inspects the image, plans the parts and presigns every URL
+locally. It talks to neither S3 nor EC2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import logging
+import os
+import sys
+from typing import Any
+
+from manifestkit.aws import make_session
+from manifestkit.buckets import validate_bucket_name
+from manifestkit.cli._aws_options import add_aws_options, aws_settings_from
+from manifestkit.cli._output import emit
+from manifestkit.errors import ImageError, NotImportableError, UsageError
+from manifestkit.manifest import build_manifest_file, errors_only, validate_manifest, write_manifest
+from manifestkit.parts import DEFAULT_PART_SIZE, PartPlan
+from manifestkit.presign import ADDRESSING_STYLES, MAX_EXPIRES, Presigner
+from manifestkit.sizes import format_size, parse_size
+
+log = logging.getLogger("manifestkit")
+
+_DAY = 86400
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    _register_manifest(subparsers, common)
+    _register_validate(subparsers, common)
+
+
+def _register_manifest(
+    subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser
+) -> None:
+    parser = subparsers.add_parser(
+        "manifest",
+        parents=[common],
+        help="write the VM Import Manifest for an image (offline: no S3 or EC2 call)",
+        description="Inspect IMAGE, cut it into parts and write the manifest whose presigned URLs "
+        "point at s3://BUCKET/PREFIX/UUID/. Nothing is uploaded and no AWS API is called: the URLs "
+        "are signed locally with the credentials of boto3's chain. The file is written with mode "
+        "0600 (its URLs grant access to the parts). Exit 2 for bad options, an unreadable or "
+        "non-importable image, or missing credentials.",
+    )
+    parser.add_argument("image", metavar="IMAGE", help="the disk image file")
+    parser.add_argument("--bucket", "-b", required=True, help="the S3 bucket the parts go to")
+    parser.add_argument("--prefix", "-p", default="", help="key prefix inside the bucket")
+    parser.add_argument(
+        "--part-size",
+        default=str(DEFAULT_PART_SIZE),
+        metavar="SIZE",
+        help="part size: 10MiB, 10M or 10485760 (default 10 MiB)",
+    )
+    parser.add_argument(
+        "--expires",
+        "-x",
+        default="7",
+        metavar="DAYS",
+        help="days the URLs stay valid, at most 7 (SigV4's limit); decimals allowed (default 7)",
+    )
+    parser.add_argument(
+        "--volume-size",
+        "-s",
+        type=int,
+        metavar="GIB",
+        help="EBS volume size in GiB (default: the image's capacity rounded up; never below it)",
+    )
+    parser.add_argument(
+        "--format",
+        "-f",
+        type=str.upper,
+        choices=("VMDK", "VHD", "RAW"),
+        help="the format you expect; a disagreement with the content is an error",
+    )
+    parser.add_argument(
+        "-o",
+        "--output-file",
+        dest="output_file",
+        metavar="FILE",
+        help="where to write the manifest, '-' for stdout (default: <basename>manifest.xml here)",
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="replace FILE if it exists (default: refuse)"
+    )
+    parser.add_argument(
+        "--addressing-style",
+        choices=ADDRESSING_STYLES,
+        default="auto",
+        help="S3 URL style: virtual-hosted, path, or auto (virtual on AWS, path elsewhere)",
+    )
+    parser.add_argument(
+        "--upload-id",
+        metavar="UUID",
+        help="the folder name under PREFIX (default: a new random UUID)",
+    )
+    parser.add_argument(
+        "--dont-verify-format",
+        action="store_true",
+        help="write the manifest even when the image is not importable as it is",
+    )
+    add_aws_options(parser, local=False, owner_short_options=False)
+    parser.set_defaults(run=run_manifest)
+
+
+def _register_validate(
+    subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser
+) -> None:
+    parser = subparsers.add_parser(
+        "validate",
+        parents=[common],
+        help="check a manifest against the XSD and the rules the XSD cannot say",
+        description="Check MANIFEST ('-' for stdin) against the manifest schema and the semantic "
+        "rules: part count, indices 0..n-1, contiguous byte ranges covering size, each URL's key, "
+        "expiry (at most 7 days, not already past) and volume size. With --verify-signatures the "
+        "signature of each URL is recomputed with boto3's credentials to prove its method "
+        "(HEAD/GET/DELETE). Offline. Exit 0 valid, 2 invalid (one line per problem).",
+    )
+    parser.add_argument("manifest", metavar="MANIFEST", help="the manifest file, or - for stdin")
+    parser.add_argument(
+        "--verify-signatures",
+        action="store_true",
+        help="recompute every URL's signature with the credentials of boto3's chain",
+    )
+    parser.add_argument(
+        "--image",
+        metavar="IMAGE",
+        help="the image the manifest is for: check volume-size against its capacity",
+    )
+    add_aws_options(parser, local=False, owner_short_options=False)
+    parser.set_defaults(run=run_validate)
+
+
+def expires_seconds(text: str) -> int:
+    """``--expires DAYS`` in seconds; refuses more than 7 days (S3 rejects such URLs when used)."""
+    try:
+        days = float(text)
+    except ValueError:
+        raise UsageError(
+            f"invalid --expires {text!r}", fix="give a number of days, 7 or less"
+        ) from None
+    seconds = round(days * _DAY)
+    if not days > 0 or seconds < 1:
+        raise UsageError(f"--expires {text} is not a positive number of days")
+    if seconds > MAX_EXPIRES:
+        raise UsageError(
+            f"--expires {text} days is longer than S3 allows for SigV4 presigned URLs",
+            fix="give 7 days or less (604800 s)",
+        )
+    return seconds
+
+
+def _default_output(image: str) -> str:
+    return f"{os.path.basename(image)}manifest.xml"
+
+
+def _image_facts(args: argparse.Namespace) -> tuple[str, int, int]:
+    """(format, file_bytes, capacity_bytes) of the image; refuses non-importable images."""
+    from manifestkit.images import inspect_image
+
+    try:
+        info = inspect_image(args.image, format=args.format)
+    except NotImportableError:
+        if not args.dont_verify_format or not args.format:
+            raise
+        log.warning("%s: not importable as it is; writing the manifest anyway", args.image)
+        size = os.stat(args.image).st_size
+        return args.format, size, size
+    if not info.importable:
+        reasons = "; ".join(info.problems) or "EC2 would refuse it"
+        if not args.dont_verify_format:
+            raise NotImportableError(
+                f"{args.image} cannot be imported as it is: {reasons}",
+                fix="convert it (manifestkit convert) or pass --dont-verify-format",
+            )
+        log.warning(
+            "%s: %s (writing the manifest anyway: --dont-verify-format)", args.image, reasons
+        )
+    return args.format or info.format, info.file_bytes, info.capacity_bytes
+
+
+def run_manifest(args: argparse.Namespace) -> int:
+    validate_bucket_name(args.bucket)
+    expires_in = expires_seconds(args.expires)
+    part_size = parse_size(args.part_size)
+    to_stdout = args.output_file == "-"
+    if to_stdout and args.output == "json":
+        raise UsageError(
+            "-o - and --output json both want stdout", fix="give -o FILE with --output json"
+        )
+    file_format, file_bytes, capacity = _image_facts(args)
+    plan = PartPlan.for_file(
+        args.image, file_bytes, part_size=part_size, prefix=args.prefix, upload_id=args.upload_id
+    )
+    target = None if to_stdout else (args.output_file or _default_output(args.image))
+    if target is not None and os.path.exists(target) and os.path.samefile(target, args.image):
+        raise UsageError(f"{target} is the image itself", fix="give -o another file")
+    if target is not None and os.path.lexists(target) and not args.force:
+        raise UsageError(
+            f"{target} already exists", fix="pass --force to replace it, or -o another file"
+        )
+    volume_gib = args.volume_size
+    if volume_gib is None:
+        from manifestkit.images.info import volume_gib_for
+
+        volume_gib = volume_gib_for(capacity)
+
+    settings = dataclasses.replace(aws_settings_from(args), addressing_style=args.addressing_style)
+    session = make_session(settings)
+    presigner = Presigner.from_session(session, settings, expires_in=expires_in)
+    build = dict(
+        plan=plan,
+        file_format=file_format,
+        bucket=args.bucket,
+        presigner=presigner,
+        volume_gib=volume_gib,
+        capacity_bytes=capacity,
+    )
+    if to_stdout:
+        write_manifest(sys.stdout.buffer, **build)  # type: ignore[arg-type]
+        sys.stdout.buffer.flush()
+        return 0
+    assert target is not None
+    build_manifest_file(target, **build)  # type: ignore[arg-type]
+    log.debug("self-destruct URL: %s", presigner.url("DELETE", args.bucket, plan.manifest_key))
+    doc: dict[str, Any] = {
+        "manifest": os.path.abspath(target),
+        "image": args.image,
+        "format": file_format,
+        "file_bytes": file_bytes,
+        "volume_gib": volume_gib,
+        "bucket": args.bucket,
+        "manifest_key": plan.manifest_key,
+        "key_prefix": plan.key_prefix,
+        "part_size": plan.part_size,
+        "part_count": plan.count,
+        "region": presigner.region,
+        "signed_at": presigner.signed_at.isoformat(),
+        "expires_at": presigner.expires_at.isoformat(),
+    }
+    text = (
+        f"wrote {target}: {plan.count} part(s) of {format_size(plan.part_size)} for "
+        f"s3://{args.bucket}/{plan.key_prefix}, volume {volume_gib} GiB; "
+        f"URLs expire {presigner.expires_at:%Y-%m-%d %H:%M} UTC"
+    )
+    emit(args, doc, text)
+    return 0
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    source: Any = sys.stdin.buffer if args.manifest == "-" else args.manifest
+    credentials = None
+    if args.verify_signatures:
+        from manifestkit.aws import frozen_credentials
+
+        credentials = frozen_credentials(make_session(aws_settings_from(args)))
+    capacity = None
+    if args.image:
+        from manifestkit.images import inspect_image
+
+        try:
+            capacity = inspect_image(args.image).capacity_bytes
+        except ImageError as exc:
+            raise UsageError(f"--image: {exc}") from exc
+    problems = validate_manifest(
+        source,
+        credentials=credentials,
+        now=dt.datetime.now(dt.timezone.utc),
+        capacity_bytes=capacity,
+    )
+    errors = errors_only(problems)
+    name = args.manifest
+    if args.output == "json":
+        emit(args, [p.to_dict() for p in problems], "")
+    else:
+        lines = [f"{name}: {'note' if p.severity == 'note' else 'error'}: {p}" for p in problems]
+        if not errors:
+            lines.append(f"{name}: valid")
+        emit(args, None, "\n".join(lines))
+    return 2 if errors else 0
+
+
+__all__ = ["expires_seconds", "register", "run_manifest", "run_validate"]
