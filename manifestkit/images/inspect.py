@@ -49,8 +49,10 @@ def inspect_image(
     truncated or malformed, and ``NotImportableError`` for formats EC2 has no name for (qcow2, VHDX,
     VDI). An image that parses but EC2 would refuse comes back with ``importable=False`` and
     ``problems``. ``format`` is what the user claims (``VMDK``|``VHD``|``RAW``): when it disagrees
-    with the content that is a problem; when the file extension disagrees it is a warning in
-    ``details["warnings"]`` (the content decides, the name is only a name).
+    with the content that is a problem (exit 0: the file parses), except that ``VMDK``/``VHD`` given
+    for a file with no signature at all is an ``ImageError`` (its header is damaged: exit 2). When
+    the file extension disagrees it is only a warning in ``details["warnings"]``: the content
+    decides, and flat extents are RAW data named ``.vmdk``.
 
     Without ``deep`` at most ~1 MiB of the file is read, whatever its size.
     """
@@ -72,6 +74,8 @@ def inspect_image(
                     fix="convert it first: qemu-img convert -O vmdk -o subformat=streamOptimized "
                     f"{spath} OUT.vmdk",
                 )
+            if format and format != "RAW" and found.kind == det.RAW:
+                raise ImageError(_no_signature(reader, format), fix=_NO_SIGNATURE_FIX)
             info = _READERS[found.kind](reader)
             details = dict(info.details)
             warnings = list(details.get("warnings", ()))
@@ -91,6 +95,19 @@ def inspect_image(
             return judge(replace(info, details=details))
     except ImageError as exc:
         raise _named(spath, exc) from None
+
+
+_NO_SIGNATURE_FIX = "the file is damaged or not that format; copy it again, or drop --format"
+
+
+def _no_signature(reader: ImageReader, format: str) -> str:  # noqa: A002
+    """The user said VMDK/VHD, the content has no signature at all: a damaged header (exit 2)."""
+    if format == "VHD":
+        where = max(reader.size - 512, 0)
+        found = reader.read_at(where, min(8, reader.size), what="the VHD footer")
+        return f"--format VHD but there is no VHD footer cookie at byte {where} (found {found!r})"
+    found = reader.read_at(0, min(4, reader.size), what="the VMDK header")
+    return f"--format VMDK but the file has no VMDK header magic (found {found!r}, not b'KDMV')"
 
 
 def _deep(reader: ImageReader, info: ImageInfo, progress: Progress | None) -> dict[str, object]:

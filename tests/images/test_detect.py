@@ -1,0 +1,94 @@
+"""Detection by content: every signature, the unsupported formats, names that lie."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from manifestkit.errors import ImageError, NotImportableError
+from manifestkit.images import detect, inspect_image
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "family"),
+    [
+        ("tiny-stream.vmdk", "vmdk-sparse", "VMDK"),
+        ("tiny-dynamic.vhd", "vhd", "VHD"),
+        ("tiny.raw", "raw", "RAW"),
+    ],
+)
+def test_samples(name: str, kind: str, family: str) -> None:
+    found = detect(SAMPLES / name)
+    assert (found.kind, found.format) == (kind, family)
+
+
+@pytest.mark.parametrize(("fmt", "family"), [("qcow2", "QCOW2"), ("vhdx", "VHDX"), ("vdi", "VDI")])
+def test_unsupported_formats_named(qemu_img, tmp_path: Path, fmt: str, family: str) -> None:
+    path = tmp_path / "disk.img"
+    qemu_img("create", "-q", "-f", fmt, str(path), "8M")
+    assert qemu_img.info(path)["format"] == fmt
+    found = detect(path)
+    assert found.format == family and not found.ec2_format
+    with pytest.raises(NotImportableError, match="not support") as caught:
+        inspect_image(path)
+    assert caught.value.exit_code == 2
+    assert "qemu-img convert" in str(caught.value)
+
+
+def test_fixed_vhd_detected_by_its_tail(qemu_img, tmp_path: Path) -> None:
+    path = tmp_path / "disk.bin"
+    qemu_img("create", "-q", "-f", "vpc", "-o", "subformat=fixed", str(path), "2M")
+    assert detect(path).format == "VHD"
+
+
+def test_cowd_is_vmdk_not_importable(tmp_path: Path) -> None:
+    # ESX sparse header: magic, version 1, flags 3, numSectors, grainSize, gdOffset, numGDEntries
+    path = tmp_path / "delta.vmdk"
+    path.write_bytes(struct.pack("<4sIIIIII", b"COWD", 1, 3, 8192, 1, 4, 2).ljust(4096, b"\0"))
+    info = inspect_image(path)
+    assert (info.format, info.subformat, info.capacity_bytes) == ("VMDK", "vmfsSparse", 8192 * 512)
+    assert not info.importable
+    assert any("manifestkit convert" in p for p in info.problems)
+
+
+def test_sesparse_is_vmdk_not_importable(tmp_path: Path) -> None:
+    path = tmp_path / "se.vmdk"
+    path.write_bytes(struct.pack("<QQQQ", 0xCAFEBABE, 0x200000001, 20480, 8).ljust(4096, b"\0"))
+    info = inspect_image(path)
+    assert (info.format, info.subformat, info.capacity_bytes) == ("VMDK", "seSparse", 20480 * 512)
+    assert not info.importable
+
+
+def test_sesparse_absurd_capacity(tmp_path: Path) -> None:
+    path = tmp_path / "se.vmdk"
+    path.write_bytes(struct.pack("<QQQQ", 0xCAFEBABE, 0x200000001, 0, 8).ljust(4096, b"\0"))
+    with pytest.raises(ImageError, match="absurd"):
+        inspect_image(path)
+
+
+def test_extension_that_lies_is_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "disk.vhd"
+    path.write_bytes((SAMPLES / "tiny-stream.vmdk").read_bytes())
+    info = inspect_image(path)
+    assert (info.format, info.subformat) == ("VMDK", "streamOptimized")
+    assert info.importable
+    assert any("name says VHD" in w for w in info.details["warnings"])
+
+
+def test_format_option_that_disagrees_is_a_problem() -> None:
+    info = inspect_image(SAMPLES / "tiny-dynamic.vhd", format="vmdk")
+    assert info.format == "VHD" and not info.importable
+    assert any("--format VMDK" in p and "--format VHD" in p for p in info.problems)
+    assert inspect_image(SAMPLES / "tiny-dynamic.vhd", format="VHD").importable
+
+
+def test_format_option_on_file_without_signature_is_an_error() -> None:
+    with pytest.raises(ImageError, match="no VMDK header magic"):
+        inspect_image(SAMPLES / "tiny.raw", format="VMDK")
+    with pytest.raises(ImageError, match="no VHD footer"):
+        inspect_image(SAMPLES / "tiny.raw", format="VHD")
+    assert inspect_image(SAMPLES / "tiny.raw", format="RAW").importable
