@@ -1,0 +1,172 @@
+"""The local record of an upload, so ``--resume`` finds it after Ctrl-C, a crash or SIGKILL.
+
+Written before the first part is sent and rewritten atomically (temp file + rename, mode 0600) when
+the upload completes. It holds no secrets and no URLs: bucket, key prefix, upload id, part size, and
+the image's size and mtime to notice that it changed. Default place: beside the image
+(``<image>.manifestkit-state.json``); with ``--state-dir DIR``, or when the image's directory is not
+writable, ``DIR/<basename>-<hash of the absolute path>.manifestkit-state.json`` (DIR defaulting to
+``$XDG_STATE_HOME/manifestkit`` or ``~/.local/state/manifestkit``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from manifestkit.errors import UsageError
+from manifestkit.parts import PartPlan
+
+SUFFIX = ".manifestkit-state.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class UploadState:
+    image: str
+    file_bytes: int
+    mtime_ns: int
+    bucket: str
+    prefix: str
+    upload_id: str
+    part_size: int
+    #: the name used in the keys (the image's basename when the upload started)
+    basename: str
+    region: str
+    file_format: str
+    volume_gib: int
+    s3_endpoint_url: str | None = None
+    expected_bucket_owner: str | None = None
+    complete: bool = False
+    started_at: str = ""
+    version: int = FORMAT_VERSION
+
+    def plan(self) -> PartPlan:
+        return PartPlan(
+            file_bytes=self.file_bytes,
+            part_size=self.part_size,
+            basename=self.basename,
+            prefix=self.prefix,
+            upload_id=self.upload_id,
+        )
+
+    @property
+    def manifest_key(self) -> str:
+        return self.plan().manifest_key
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def new_state(
+    image: str | os.PathLike[str],
+    plan: PartPlan,
+    *,
+    bucket: str,
+    region: str,
+    file_format: str,
+    volume_gib: int,
+    s3_endpoint_url: str | None = None,
+    expected_bucket_owner: str | None = None,
+) -> UploadState:
+    st = os.stat(image)
+    return UploadState(
+        image=os.path.abspath(image),
+        file_bytes=plan.file_bytes,
+        mtime_ns=st.st_mtime_ns,
+        bucket=bucket,
+        prefix=plan.prefix,
+        upload_id=plan.upload_id,
+        part_size=plan.part_size,
+        basename=plan.basename,
+        region=region,
+        file_format=file_format,
+        volume_gib=volume_gib,
+        s3_endpoint_url=s3_endpoint_url,
+        expected_bucket_owner=expected_bucket_owner,
+        started_at=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+    )
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return Path(base) / "manifestkit"
+
+
+def _in_dir(image: Path, directory: Path) -> Path:
+    digest = hashlib.sha256(str(image).encode()).hexdigest()[:12]
+    return directory / f"{image.name}-{digest}{SUFFIX}"
+
+
+def candidate_paths(
+    image: str | os.PathLike[str], state_dir: str | os.PathLike[str] | None
+) -> list[Path]:
+    """Where the state for ``image`` may be, in the order they are looked up."""
+    absolute = Path(os.path.abspath(image))
+    if state_dir is not None:
+        return [_in_dir(absolute, Path(state_dir))]
+    return [absolute.with_name(absolute.name + SUFFIX), _in_dir(absolute, _default_state_dir())]
+
+
+def state_path_for(image: str | os.PathLike[str], state_dir: str | os.PathLike[str] | None) -> Path:
+    """Where a new state file goes: beside the image when that directory is writable."""
+    beside, *others = candidate_paths(image, state_dir)
+    if state_dir is not None or os.access(beside.parent, os.W_OK):
+        return beside
+    return others[0]
+
+
+def write_state(path: Path, state: UploadState) -> None:
+    """Atomically replace ``path`` (mode 0600: it names buckets and keys)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=".manifestkit-state-", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump(state.to_dict(), out, indent=2)
+            out.write("\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def read_state(path: Path) -> UploadState:
+    try:
+        with open(path) as src:
+            raw = json.load(src)
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"cannot read upload state {path}: {exc}",
+            fix="delete it and start a new upload, or resume from the manifest URL",
+        ) from exc
+    names = {f.name for f in dataclasses.fields(UploadState)}
+    if not isinstance(raw, dict) or raw.get("version") != FORMAT_VERSION or not names >= raw.keys():
+        raise UsageError(
+            f"{path} is not a manifestkit upload state file (version {FORMAT_VERSION})"
+        )
+    try:
+        return UploadState(**raw)
+    except TypeError as exc:
+        raise UsageError(f"{path} is not a complete manifestkit upload state file: {exc}") from exc
+
+
+def find_state(
+    image: str | os.PathLike[str], state_dir: str | os.PathLike[str] | None
+) -> tuple[Path, UploadState] | None:
+    for path in candidate_paths(image, state_dir):
+        if path.exists():
+            return path, read_state(path)
+    return None
