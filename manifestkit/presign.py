@@ -24,7 +24,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
-from manifestkit.errors import UsageError
+import botocore.exceptions
+
+from manifestkit.errors import CredentialsError, UsageError
 
 log = logging.getLogger("manifestkit")
 
@@ -195,7 +197,13 @@ class Presigner:
 
         check_expires(expires_in)
         region = region_of(session)
-        creds = frozen_credentials(session)
+        try:
+            creds = frozen_credentials(session)
+        except botocore.exceptions.BotoCoreError as exc:
+            raise CredentialsError(
+                f"cannot load AWS credentials: {exc}",
+                fix="check the profile / environment that provides them",
+            ) from exc
         endpoint = settings.s3_endpoint_url or configured_s3_endpoint(session)
         presigner = cls(
             creds,
