@@ -65,7 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 class _OneLineErrors(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return f"manifestkit: {record.levelname.lower()}: {record.getMessage()}"
+        line = f"manifestkit: {record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info:  # only log.exception under --debug attaches one
+            line += "\n" + self.formatException(record.exc_info)
+        return line
 
 
 def _configure_logging(debug: bool) -> None:
