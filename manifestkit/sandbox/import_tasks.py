@@ -158,6 +158,11 @@ class TaskStore:
             raise not_found(missing[0])
         return [mine[task_id] for task_id in dict.fromkeys(wanted)]
 
+    def select_open(self) -> list[TaskSnapshot]:
+        """Every task still counting against the limit (active or cancelling)."""
+        with self._lock:
+            return [t for t in self._tasks.values() if t.is_open]
+
     def update(
         self, task_id: str, change: Callable[[TaskSnapshot], TaskSnapshot | None]
     ) -> TaskSnapshot:
