@@ -538,3 +538,35 @@ def _reusable_manifest_expiry(
         )
         return None
     return described.expires_at
+
+
+# The import steps (upload -> ImportInstance / ImportVolume -> wait) live in manifestkit.importing
+# and are re-exported here, so the whole pipeline is one import away for library users. Imported
+# last: importing reaches back into this module (upload_image) only inside its functions.
+from manifestkit.ec2 import ConversionTask, LaunchSpec, WaitSettings  # noqa: E402
+from manifestkit.importing import (  # noqa: E402
+    ConversionTaskFailed,
+    ImportInstanceRequest,
+    ImportVolumeRequest,
+    check_import_instance,
+    check_import_volume,
+    import_instance,
+    import_volume,
+)
+
+__all__ = [
+    "ConversionTask",
+    "ConversionTaskFailed",
+    "ImportInstanceRequest",
+    "ImportVolumeRequest",
+    "LaunchSpec",
+    "UploadRequest",
+    "UploadResult",
+    "WaitSettings",
+    "check_import_instance",
+    "check_import_volume",
+    "import_instance",
+    "import_volume",
+    "resume_upload",
+    "upload_image",
+]

@@ -1,0 +1,238 @@
+"""``manifestkit tasks [ID ...] [--watch]`` and ``manifestkit cancel ID [--reason TEXT]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+from tqdm import tqdm
+
+from manifestkit import ec2
+from manifestkit.aws import AwsSettings, ec2_client, make_session
+from manifestkit.cli._aws_options import add_aws_options, aws_settings_for
+from manifestkit.cli._output import emit
+from manifestkit.ec2 import ConversionTask, WaitSettings
+from manifestkit.sizes import format_size
+
+#: seconds between polls: EC2 updates a task every few seconds; the sandbox in well under one
+AWS_INTERVAL = 15.0
+LOOPBACK_INTERVAL = 0.25
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    tasks = subparsers.add_parser(
+        "tasks",
+        parents=[common],
+        help="show conversion tasks (state, progress, instance/volume ids)",
+        description="Show EC2 conversion tasks: all of them, or the ids given. With --watch, "
+        "follow them until each one is completed or cancelled.",
+    )
+    tasks.add_argument(
+        "task_ids", nargs="*", metavar="ID", help="conversion task ids (default: all)"
+    )
+    tasks.add_argument(
+        "--watch",
+        action="store_true",
+        help="follow the tasks (the active ones when no id is given) until they end",
+    )
+    add_interval_option(tasks)
+    add_aws_options(tasks)
+    tasks.set_defaults(run=run_tasks)
+
+    cancel = subparsers.add_parser(
+        "cancel",
+        parents=[common],
+        help="cancel a conversion task",
+        description="Cancel an active conversion task (EC2 CancelConversionTask).",
+    )
+    cancel.add_argument(
+        "task_id", metavar="ID", help="the conversion task id (import-i-... / import-vol-...)"
+    )
+    cancel.add_argument("--reason", metavar="TEXT", help="reason recorded with the cancellation")
+    add_aws_options(cancel)
+    cancel.set_defaults(run=run_cancel)
+
+
+def add_interval_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--interval",
+        type=float,
+        metavar="SECONDS",
+        help=f"seconds between polls (default: {AWS_INTERVAL:g} on AWS, less on a local endpoint)",
+    )
+
+
+def poll_interval(args: argparse.Namespace, settings: AwsSettings) -> float:
+    if getattr(args, "interval", None):
+        return max(0.05, float(args.interval))
+    host = urlsplit(settings.ec2_endpoint_url or "").hostname or ""
+    return LOOPBACK_INTERVAL if host in ("127.0.0.1", "localhost", "::1") else AWS_INTERVAL
+
+
+def make_ec2(settings: AwsSettings) -> Any:
+    return ec2_client(make_session(settings), settings)
+
+
+# --------------------------------------------------------------------------- text
+
+
+def format_progress(task: ConversionTask) -> str:
+    if not task.image_bytes:
+        return format_size(task.bytes_converted)
+    percent = 100.0 * task.bytes_converted / task.image_bytes
+    return (
+        f"{format_size(task.bytes_converted)} of {format_size(task.image_bytes)} ({percent:.0f}%)"
+    )
+
+
+def format_task(task: ConversionTask) -> str:
+    """A few lines about one task, for people."""
+    lines = [f"{task.id}  {task.state}"]
+    if task.status_message:
+        lines[0] += f"  {task.status_message}"
+    if task.instance_id:
+        lines.append(f"  instance   {task.instance_id}")
+    if task.volume_ids:
+        lines.append(f"  volume     {', '.join(task.volume_ids)}")
+    elif task.is_active:
+        lines.append("  volume     (assigned when the task completes)")
+    image = f"{task.image_format or '?'}, {format_size(task.image_bytes)}"
+    if task.volume_gib:
+        image += f" -> {task.volume_gib} GiB volume"
+    if task.availability_zone:
+        image += f" in {task.availability_zone}"
+    lines.append(f"  image      {image}")
+    lines.append(f"  converted  {format_progress(task)}")
+    if task.expiration_time and task.is_active:
+        lines.append(f"  expires    {task.expiration_time}")
+    return "\n".join(lines)
+
+
+def _stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%H:%M:%S")
+
+
+def format_change(task: ConversionTask) -> str:
+    """One line for a state or status change (what --watch prints off a terminal)."""
+    line = f"{_stamp()} {task.id} {task.state}"
+    if task.status_message:
+        line += f": {task.status_message}"
+    if task.is_final or task.bytes_converted:
+        line += f" [{format_progress(task)}]"
+    if task.succeeded:
+        ids = [i for i in (task.instance_id, *task.volume_ids) if i]
+        if ids:
+            line += " -> " + " ".join(ids)
+    return line
+
+
+# --------------------------------------------------------------------------- watching
+
+
+class TaskBars:
+    """One tqdm bar per task on a terminal; one line per change otherwise (never per poll)."""
+
+    def __init__(self, *, quiet: bool, stream: Any = None) -> None:
+        self._stream = stream or sys.stderr
+        self._tty = not quiet and bool(getattr(self._stream, "isatty", lambda: False)())
+        self._quiet = quiet
+        self._bars: dict[str, tqdm] = {}
+        self._done: dict[str, int] = {}
+
+    def poll(self, tasks: list[ConversionTask]) -> None:
+        if not self._tty:
+            return
+        for task in tasks:
+            bar = self._bars.get(task.id)
+            if bar is None:
+                bar = tqdm(
+                    total=task.image_bytes or None,
+                    desc=task.id,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    position=len(self._bars),
+                    file=self._stream,
+                    dynamic_ncols=True,
+                    leave=True,
+                )
+                self._bars[task.id] = bar
+                self._done[task.id] = 0
+            if task.bytes_converted > self._done[task.id]:
+                bar.update(task.bytes_converted - self._done[task.id])
+                self._done[task.id] = task.bytes_converted
+            bar.set_postfix_str(task.state, refresh=True)
+
+    def change(self, task: ConversionTask) -> None:
+        line = format_change(task)
+        if self._tty:
+            tqdm.write(line, file=self._stream)
+        elif not self._quiet:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+        self._bars.clear()
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def run_tasks(args: argparse.Namespace) -> int:
+    ids = ec2.iter_ids(args.task_ids)
+    with aws_settings_for(args) as settings:
+        client = make_ec2(settings)
+        if not args.watch:
+            tasks = ec2.describe_tasks(client, ids)
+            _print_tasks(args, tasks)
+            return 0
+        bars = TaskBars(quiet=args.quiet or args.output == "json")
+        wait = WaitSettings(interval=poll_interval(args, settings))
+        try:
+            final = ec2.watch_tasks(
+                client, ids, settings=wait, on_change=bars.change, on_poll=bars.poll
+            )
+        finally:
+            bars.close()
+        if not final and not ids:
+            _print_tasks(args, [], empty="no active conversion tasks to watch")
+            return 0
+        _print_tasks(args, final)
+        return 0 if all(task.succeeded for task in final) else 1
+
+
+def _print_tasks(
+    args: argparse.Namespace, tasks: list[ConversionTask], *, empty: str = "no conversion tasks"
+) -> None:
+    text = "\n".join(format_task(task) for task in tasks) if tasks else empty
+    emit(args, {"tasks": [task.to_dict() for task in tasks]}, text)
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    with aws_settings_for(args) as settings:
+        client = make_ec2(settings)
+        ec2.cancel_task(client, args.task_id, args.reason)
+        # the state right after the call: usually "cancelling", then "cancelled"
+        task = _settle(client, args.task_id)
+        document: dict[str, Any] = {"cancelled": args.task_id, "task": task.to_dict()}
+        text = f"cancelled {args.task_id} (now {task.state})"
+        if task.status_message:
+            text += f": {task.status_message}"
+        emit(args, document, text)
+        return 0
+
+
+def _settle(client: Any, task_id: str, *, tries: int = 4, pause: float = 0.25) -> ConversionTask:
+    task = ec2.describe_task(client, task_id)
+    for _ in range(tries):
+        if task.is_final:
+            break
+        time.sleep(pause)
+        task = ec2.describe_task(client, task_id)
+    return task

@@ -1,0 +1,469 @@
+"""The one-command import: image -> upload -> ImportInstance/ImportVolume -> wait -> ConversionTask.
+
+Re-exported by ``manifestkit.workflow`` (``from manifestkit.workflow import import_instance,
+ImportInstanceRequest``). The upload steps are the uploader's (``manifestkit.workflow``), imported
+inside the functions because ``workflow`` re-exports this module at its end.
+
+Nothing is left half-done without saying so: when the EC2 call fails after the upload, the error
+carries the manifest URL and the two ways out (retry with ``--manifest-url``, or ``delete``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from manifestkit import ec2
+from manifestkit.aws import AwsSettings, ec2_client, make_session
+from manifestkit.ec2 import (
+    KNOWN_PLATFORMS,
+    ConversionTask,
+    DiskImageSpec,
+    InstanceImportSpec,
+    LaunchSpec,
+    VolumeImportSpec,
+    WaitSettings,
+)
+from manifestkit.errors import ManifestkitError, TaskFailed, UsageError
+from manifestkit.progress import NoProgress, Progress
+
+if TYPE_CHECKING:
+    from manifestkit.workflow import UploadRequest
+
+log = logging.getLogger("manifestkit")
+
+__all__ = [
+    "ConversionTaskFailed",
+    "ImportInstanceRequest",
+    "ImportVolumeRequest",
+    "LaunchSpec",
+    "WaitSettings",
+    "check_import_instance",
+    "check_import_volume",
+    "import_instance",
+    "import_volume",
+]
+
+
+class ConversionTaskFailed(TaskFailed):
+    """A waited-for task ended ``cancelled``; ``task`` is EC2's last word on it (exit 1)."""
+
+    def __init__(self, task: ConversionTask) -> None:
+        super().__init__(
+            f"conversion task {task.id} ended {task.state}: "
+            f"{task.status_message or 'no status message'}"
+        )
+        self.task = task
+
+
+@dataclass(frozen=True)
+class ImportInstanceRequest:
+    """One ImportInstance of a local image (``upload``) or of an uploaded manifest."""
+
+    #: the image to upload (bucket, prefix, part size, --convert...); None with ``manifest_url``
+    upload: UploadRequest | None = None
+    #: an already uploaded manifest's presigned GET URL: no upload
+    manifest_url: str | None = None
+    #: ``Windows`` is the value EC2 documents; ``Linux`` works with EC2-compatible clouds
+    platform: str = "Windows"
+    launch: LaunchSpec = field(default_factory=LaunchSpec)
+    description: str | None = None
+    #: ``Volume.Size`` (GiB); default: the image's (or the manifest's) volume size
+    volume_gib: int | None = None
+    #: put the manifest in S3 and create the task, but leave the parts for ``manifestkit resume``
+    no_upload: bool = False
+
+    def __post_init__(self) -> None:
+        _check_source(self.upload, self.manifest_url, self.no_upload)
+
+
+@dataclass(frozen=True)
+class ImportVolumeRequest:
+    """One ImportVolume; ``availability_zone`` is required."""
+
+    availability_zone: str
+    upload: UploadRequest | None = None
+    manifest_url: str | None = None
+    description: str | None = None
+    volume_gib: int | None = None
+    no_upload: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.availability_zone:
+            raise UsageError("ImportVolume needs an availability zone", fix="pass -z ZONE")
+        _check_source(self.upload, self.manifest_url, self.no_upload)
+
+
+def _check_source(upload: UploadRequest | None, manifest_url: str | None, no_upload: bool) -> None:
+    if (upload is None) == (manifest_url is None):
+        raise UsageError(
+            "give either an image to upload or the URL of an uploaded manifest, not both",
+            fix="pass IMAGE, or --manifest-url URL",
+        )
+    if no_upload and upload is None:
+        raise UsageError("--no-upload needs an image", fix="pass IMAGE")
+    if no_upload and upload is not None and upload.convert:
+        raise UsageError(
+            "--no-upload cannot be combined with --convert (the converted copy would be gone)",
+            fix="convert first with manifestkit convert, then import the copy",
+        )
+
+
+# --------------------------------------------------------------------------- the disk image
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """The disk image EC2 will read, and how it got there (for recovery hints)."""
+
+    disk: DiskImageSpec
+    #: the local image (None with --manifest-url)
+    image: str | None
+    #: True when this call uploaded anything (parts and/or manifest) that needs cleaning up
+    uploaded: bool
+    #: True when only the manifest is in S3 (--no-upload): the parts still have to be sent
+    parts_pending: bool = False
+
+
+def _disk_from_manifest_url(url: str, volume_gib: int | None) -> DiskImageSpec:
+    """Read the manifest through its URL, as the importer will: unreachable -> RemoteError (exit 1),
+    expired -> UsageError, not a manifest -> ManifestError (exit 2)."""
+    from manifestkit.manifest import iter_manifest
+    from manifestkit.manifest_source import is_url, local_manifest
+
+    if not is_url(url):
+        raise UsageError(
+            f"--manifest-url {url!r} is not an http(s) URL",
+            fix="give the presigned GET URL that manifestkit upload printed",
+        )
+    with local_manifest(url) as path:
+        header, parts = iter_manifest(path)
+        parts.close()  # type: ignore[attr-defined]
+    return DiskImageSpec(
+        format=header.file_format.upper(),
+        file_bytes=header.size,
+        manifest_url=url,
+        volume_gib=volume_gib or header.volume_size,
+    )
+
+
+def _upload_request(upload: UploadRequest, volume_gib: int | None) -> UploadRequest:
+    if volume_gib is not None and upload.volume_gib is None:
+        return dataclasses.replace(upload, volume_gib=volume_gib)
+    return upload
+
+
+def _stage(
+    upload: UploadRequest | None,
+    manifest_url: str | None,
+    volume_gib: int | None,
+    no_upload: bool,
+    settings: AwsSettings,
+    progress: Progress,
+    notify: Callable[[str], None],
+) -> _Staged:
+    if manifest_url is not None:
+        return _Staged(_disk_from_manifest_url(manifest_url, volume_gib), None, uploaded=False)
+    assert upload is not None  # _check_source
+    upload = _upload_request(upload, volume_gib)
+    if no_upload:
+        return _Staged(_put_manifest_only(upload, settings), upload.image, True, parts_pending=True)
+    from manifestkit.workflow import upload_image
+
+    result = upload_image(upload, settings, progress=progress, notify=notify)
+    disk = DiskImageSpec(
+        format=result.file_format,
+        file_bytes=result.file_bytes,
+        manifest_url=result.manifest_url,
+        volume_gib=result.volume_gib,
+    )
+    return _Staged(disk, upload.image, uploaded=True)
+
+
+def _put_manifest_only(upload: UploadRequest, settings: AwsSettings) -> DiskImageSpec:
+    """``--no-upload``: plan the parts, record the upload locally, and put only the manifest.
+
+    The importer waits for every head-url to answer, so the task can exist before the parts;
+    ``manifestkit resume URL IMAGE`` (or ``manifestkit upload IMAGE --resume``) sends them later
+    and keeps the manifest — and so the task's URL — while its URLs are fresh.
+    """
+    from manifestkit.bucket_checks import ensure_bucket
+    from manifestkit.buckets import validate_bucket_name
+    from manifestkit.errors import NotImportableError
+    from manifestkit.images import inspect_image
+    from manifestkit.parts import PartPlan
+    from manifestkit.presign import Presigner
+    from manifestkit.upload_state import new_state, state_path_for, write_state
+    from manifestkit.workflow import (
+        _check_volume,
+        _Target,
+        _write_and_put_manifest,
+        upload_s3_client,
+    )
+
+    if not upload.bucket:
+        raise UsageError("no bucket given", fix="pass --bucket")
+    validate_bucket_name(upload.bucket)
+    info = inspect_image(upload.image, format=upload.format)
+    if not info.importable and not upload.dont_verify_format:
+        raise NotImportableError(
+            f"{upload.image}: EC2 cannot import this image: {' '.join(info.problems)}",
+            fix="convert it first (manifestkit convert), then import the copy",
+        )
+    session = make_session(settings)
+    from manifestkit.aws import region_of
+
+    region = region_of(session)
+    s3 = upload_s3_client(session, settings, workers=1)
+    ensure_bucket(
+        s3,
+        upload.bucket,
+        ec2_region=region,
+        create=upload.create_bucket,
+        ignore_region_affinity=upload.ignore_region_affinity,
+        expected_owner=upload.bucket_owner,
+    )
+    plan = PartPlan.for_file(
+        upload.image, info.file_bytes, part_size=upload.part_size, prefix=upload.prefix
+    )
+    target = _Target(
+        upload.bucket,
+        plan,
+        info.format,
+        _check_volume(upload.volume_gib, info),
+        upload.bucket_owner,
+    )
+    state = new_state(
+        upload.image,
+        plan,
+        bucket=upload.bucket,
+        region=region,
+        file_format=info.format,
+        volume_gib=target.volume_gib,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        expected_bucket_owner=upload.bucket_owner,
+    )
+    state = dataclasses.replace(state, image=os.path.abspath(upload.image))
+    write_state(state_path_for(upload.image, upload.state_dir), state)
+    presigner = Presigner.from_session(session, settings, expires_in=upload.expires_in)
+    _write_and_put_manifest(s3, target, presigner)
+    return DiskImageSpec(
+        format=info.format,
+        file_bytes=info.file_bytes,
+        manifest_url=presigner.url("GET", upload.bucket, plan.manifest_key),
+        volume_gib=target.volume_gib,
+    )
+
+
+def _dry_run_disk(
+    upload: UploadRequest | None,
+    manifest_url: str | None,
+    volume_gib: int | None,
+    settings: AwsSettings,
+) -> DiskImageSpec:
+    """The disk image a real run would send, without uploading anything.
+
+    The manifest URL is signed for the key the upload would use (signing is local); EC2 checks
+    the request's shape and the caller's permission, not the URL, on a DryRun.
+    """
+    if manifest_url is not None:
+        return _disk_from_manifest_url(manifest_url, volume_gib)
+    assert upload is not None
+    from manifestkit.images import inspect_image
+    from manifestkit.parts import PartPlan
+    from manifestkit.presign import Presigner
+
+    info = inspect_image(upload.image, format=upload.format)
+    plan = PartPlan.for_file(
+        upload.image, info.file_bytes, part_size=upload.part_size, prefix=upload.prefix
+    )
+    presigner = Presigner.from_session(
+        make_session(settings), settings, expires_in=upload.expires_in
+    )
+    bucket = upload.bucket or "manifestkit-dry-run"
+    volume = upload.volume_gib or volume_gib or info.volume_gib
+    return DiskImageSpec(
+        format=info.format if info.format in ("VMDK", "VHD", "RAW") else "VMDK",
+        file_bytes=info.file_bytes,
+        manifest_url=presigner.url("GET", bucket, plan.manifest_key),
+        volume_gib=max(volume, info.volume_gib),
+    )
+
+
+# --------------------------------------------------------------------------- the calls
+
+
+def _warn_platform(platform: str, notify: Callable[[str], None]) -> None:
+    if platform not in KNOWN_PLATFORMS:
+        notify(
+            f"platform {platform!r} is neither Windows (the value EC2 documents) nor Linux; "
+            "sending it anyway (EC2-compatible clouds may accept it)"
+        )
+
+
+def recovery_hint(staged: _Staged, command: str) -> str:
+    """What to run after a failed EC2 call, so the upload is neither lost nor left behind."""
+    url = shlex.quote(staged.disk.manifest_url)
+    retry = f"manifestkit {command} --manifest-url {url} ..."
+    if staged.parts_pending and staged.image:
+        retry += f" (then send the parts: manifestkit resume {url} {shlex.quote(staged.image)})"
+    return (
+        f"the image is in S3 (manifest {staged.disk.manifest_url}): retry with {retry}, "
+        f"or clean up with manifestkit delete {url}"
+    )
+
+
+def _with_recovery(exc: ManifestkitError, staged: _Staged, command: str) -> ManifestkitError:
+    hint = recovery_hint(staged, command)
+    fix = f"{exc.fix}; {hint}" if exc.fix else hint
+    clone = type(exc).__new__(type(exc))
+    ManifestkitError.__init__(clone, exc.message, fix=fix)
+    clone.__dict__.update({k: v for k, v in exc.__dict__.items() if k not in ("message", "fix")})
+    return clone
+
+
+def _finish(
+    client: Any,
+    task: ConversionTask,
+    wait: bool | WaitSettings,
+    progress: Progress,
+    on_update: Callable[[ConversionTask], None] | None,
+    check: bool,
+) -> ConversionTask:
+    if wait is False:
+        return task
+    settings = wait if isinstance(wait, WaitSettings) else WaitSettings()
+    final = ec2.wait_for_task(
+        client, task.id, settings=settings, progress=progress, on_update=on_update
+    )
+    if check and not final.succeeded:
+        raise ConversionTaskFailed(final)
+    return final
+
+
+def _run_import(
+    command: str,
+    call: Callable[[Any, DiskImageSpec], ConversionTask],
+    staged: _Staged,
+    settings: AwsSettings,
+    client: Any,
+) -> ConversionTask:
+    try:
+        return call(client, staged.disk)
+    except ManifestkitError as exc:
+        if staged.uploaded:
+            raise _with_recovery(exc, staged, command) from exc
+        raise
+
+
+def import_instance(
+    request: ImportInstanceRequest,
+    settings: AwsSettings,
+    *,
+    wait: bool | WaitSettings = False,
+    progress: Progress | None = None,
+    on_update: Callable[[ConversionTask], None] | None = None,
+    notify: Callable[[str], None] | None = None,
+    check: bool = True,
+) -> ConversionTask:
+    """Upload (unless ``manifest_url``), call ImportInstance, and with ``wait`` follow the task.
+
+    Returns the task (the final one when waiting). With ``wait`` and ``check``, a task that ends
+    cancelled raises ``ConversionTaskFailed`` (its ``task`` has EC2's status message).
+    """
+    progress = progress or NoProgress()
+    notify = notify or log.warning
+    _warn_platform(request.platform, notify)
+    client = ec2_client(make_session(settings), settings)
+    staged = _stage(
+        request.upload,
+        request.manifest_url,
+        request.volume_gib,
+        request.no_upload,
+        settings,
+        progress,
+        notify,
+    )
+
+    def call(c: Any, disk: DiskImageSpec) -> ConversionTask:
+        spec = InstanceImportSpec(
+            disk=disk,
+            platform=request.platform,
+            launch=request.launch,
+            description=request.description,
+        )
+        return ec2.import_instance(c, spec)
+
+    task = _run_import("import-instance", call, staged, settings, client)
+    return _finish(client, task, wait, progress, on_update, check)
+
+
+def import_volume(
+    request: ImportVolumeRequest,
+    settings: AwsSettings,
+    *,
+    wait: bool | WaitSettings = False,
+    progress: Progress | None = None,
+    on_update: Callable[[ConversionTask], None] | None = None,
+    notify: Callable[[str], None] | None = None,
+    check: bool = True,
+) -> ConversionTask:
+    """Upload (unless ``manifest_url``), call ImportVolume, and with ``wait`` follow the task."""
+    progress = progress or NoProgress()
+    notify = notify or log.warning
+    client = ec2_client(make_session(settings), settings)
+    staged = _stage(
+        request.upload,
+        request.manifest_url,
+        request.volume_gib,
+        request.no_upload,
+        settings,
+        progress,
+        notify,
+    )
+
+    def call(c: Any, disk: DiskImageSpec) -> ConversionTask:
+        spec = VolumeImportSpec(
+            disk=disk,
+            availability_zone=request.availability_zone,
+            description=request.description,
+        )
+        return ec2.import_volume(c, spec)
+
+    task = _run_import("import-volume", call, staged, settings, client)
+    return _finish(client, task, wait, progress, on_update, check)
+
+
+def check_import_instance(
+    request: ImportInstanceRequest,
+    settings: AwsSettings,
+    *,
+    notify: Callable[[str], None] | None = None,
+) -> bool:
+    """EC2's DryRun of the ImportInstance a real run would send; nothing is uploaded.
+
+    True when EC2 answers DryRunOperation (allowed), False for UnauthorizedOperation.
+    """
+    _warn_platform(request.platform, notify or log.warning)
+    disk = _dry_run_disk(request.upload, request.manifest_url, request.volume_gib, settings)
+    spec = InstanceImportSpec(
+        disk=disk,
+        platform=request.platform,
+        launch=request.launch,
+        description=request.description,
+    )
+    return ec2.dry_run_import_instance(ec2_client(make_session(settings), settings), spec)
+
+
+def check_import_volume(request: ImportVolumeRequest, settings: AwsSettings) -> bool:
+    """EC2's DryRun of the ImportVolume a real run would send; nothing is uploaded."""
+    disk = _dry_run_disk(request.upload, request.manifest_url, request.volume_gib, settings)
+    spec = VolumeImportSpec(
+        disk=disk, availability_zone=request.availability_zone, description=request.description
+    )
+    return ec2.dry_run_import_volume(ec2_client(make_session(settings), settings), spec)
