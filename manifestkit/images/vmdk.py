@@ -427,7 +427,7 @@ def parse_sesparse_header(buf: bytes) -> SeSparseHeader:
 # --- reading a file into ImageInfo -----------------------------------------------------------------
 
 #: the grain directory is checked entry by entry up to this many bytes (bounded reads, issue 2)
-GD_CHECK_BYTES = 256 * 1024
+GD_CHECK_BYTES = 128 * 1024
 #: descriptor-only files bigger than this are not descriptors
 MAX_DESCRIPTOR_FILE_BYTES = MAX_DESCRIPTOR_BYTES
 

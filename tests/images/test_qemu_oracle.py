@@ -112,3 +112,18 @@ def test_converting_vhd_to_raw_keeps_capacity(qemu_img, write_raw) -> None:
     assert hashlib.sha256(back.read_bytes()[: 3 * MiB]).digest() == hashlib.sha256(
         src.read_bytes()
     ).digest()
+
+
+@pytest.mark.parametrize("subformat", ["streamOptimized", "monolithicSparse"])
+def test_over_16_tib_is_not_importable(qemu_img, tmp_path: Path, subformat: str) -> None:
+    """qemu-img writes a sparse 17 TiB VMDK in milliseconds; reading it stays within 1 MiB."""
+    path = tmp_path / "huge.vmdk"
+    qemu_img("create", "-q", "-f", "vmdk", "-o", f"subformat={subformat}", str(path), "17T")
+    try:
+        info = inspect_image(path)
+        assert info.capacity_bytes == qemu_img.info(path)["virtual-size"] == 17 * 1024**4
+        assert not info.importable
+        assert any("under 16 TiB" in p for p in info.problems)
+        assert info.details["bytes_read"] <= MiB
+    finally:
+        path.unlink()
