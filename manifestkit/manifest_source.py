@@ -30,6 +30,10 @@ from manifestkit.s3_errors import translate
 HTTP_TIMEOUT = 60.0
 
 
+class ManifestGone(RemoteError):
+    """The manifest URL answers 404: the object was deleted (exit 1)."""
+
+
 def is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
 
@@ -78,7 +82,7 @@ def _fetch(url: str, out: Any, s3_client: Callable[[], Any] | None) -> None:
             f"cannot fetch the manifest: {reason}", fix="check the URL and the network"
         ) from exc
     if status == 404:
-        raise RemoteError(
+        raise ManifestGone(
             "the manifest URL answers 404: the manifest object is gone",
             fix="upload again, or give the local manifest file",
         )
