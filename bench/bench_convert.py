@@ -128,6 +128,7 @@ def main() -> int:
         # warm the page cache the same way for both
         subprocess.run(["cat", raw], stdout=subprocess.DEVNULL, check=True)
 
+        load = os.getloadavg()[0]
         theirs = os.path.join(folder, "qemu.vmdk")
         qemu_s, qemu_rss = timed(
             [
@@ -150,7 +151,7 @@ def main() -> int:
         )
 
         q_bytes, o_bytes = os.path.getsize(theirs), os.path.getsize(ours)
-        print(f"cpus: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
+        print(f"cpus: {os.cpu_count()}, 1-min load average before the runs: {load:.2f}")
         print(f"qemu-img convert : {qemu_s:7.2f} s  {q_bytes:>13,} bytes")
         print(f"manifestkit      : {ours_s:7.2f} s  {o_bytes:>13,} bytes")
         print(f"speed ratio (qemu-img time / ours): {qemu_s / ours_s:.2f}x   (goal >= 1.5x)")

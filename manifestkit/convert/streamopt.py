@@ -102,10 +102,11 @@ def pack_header(*, capacity_sectors: int, descriptor_sectors: int, gd_offset: in
 
 
 def geometry(capacity_sectors: int, adapter_type: str) -> tuple[int, int, int]:
-    """(cylinders, heads, sectors) as VMware and qemu-img derive them: ceil(capacity/(heads x 63)),
-    16 heads for IDE, 255 for SCSI; cylinders capped at the BIOS limit (16383 IDE, 65535 SCSI)."""
+    """(cylinders, heads, sectors) as VMware and qemu-img derive them: capacity // (heads x 63),
+    16 heads for IDE, 255 for SCSI; cylinders at least 1 and capped like VMware (16383 IDE, 65535
+    SCSI). tests/convert/test_streamopt.py checks this against qemu-img's descriptors."""
     heads, cap = (16, 16383) if adapter_type == "ide" else (255, 65535)
-    cylinders = -(-capacity_sectors // (heads * 63))
+    cylinders = capacity_sectors // (heads * 63)
     return max(1, min(cylinders, cap)), heads, 63
 
 
