@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -107,6 +108,7 @@ class ManifestEvents:
 
     def __init__(self, source: Source, *, schema: bool = True) -> None:
         self.name = source_name(source)
+        self._source = source
         self._file, self._owned = _open(source)
         self._schema = schema
         #: text of header elements by path (``/manifest/import/size`` ...)
@@ -137,6 +139,7 @@ class ManifestEvents:
         stack: list[str] = []
         positions = 0
         part: RawPart | None = None
+        closed = False
         try:
             for event, elem in context:
                 if event == "start":
@@ -156,6 +159,7 @@ class ManifestEvents:
                 # end
                 depth = len(stack)
                 tag = stack.pop()
+                closed = not stack
                 if part is not None and depth == 5:
                     if tag == "byte-range":
                         part.start = _int(elem.get("start"))
@@ -175,14 +179,25 @@ class ManifestEvents:
                     if path in _HEADER_TEXT:
                         self.header[path] = (elem.text or "").strip()
         except etree.XMLSyntaxError as exc:
-            if any(e.domain_name == "SCHEMASV" for e in exc.error_log):
+            # libxml2 schema-validity codes are XML_SCHEMAV_NOROOT..XML_SCHEMAV_MISC (xmlerror.h);
+            # exc.error_log is not used: with a shared schema it carries earlier documents' errors
+            if etree.ErrorTypes.SCHEMAV_NOROOT <= exc.code <= etree.ErrorTypes.SCHEMAV_MISC:
                 raise SchemaViolation(self.where, _message(exc)) from None
-            raise ManifestError(
-                f"{self.name} is not well-formed XML near {self.where}: {_message(exc)}",
-                fix="give a VM Import Manifest (XML)",
-            ) from None
+            self._not_well_formed(_message(exc))
         finally:
             self.close()
+        if not closed:  # libxml2 may end a truncated document without an error (see below)
+            self._not_well_formed("the document ends before </manifest> (truncated?)")
+
+    def _not_well_formed(self, message: str) -> None:
+        # With a schema plugged in and entities unresolved, libxml2 reports well-formedness
+        # errors as "no element found" or not at all (lxml 6.1 / libxml2); a second parse
+        # without the schema, only on this error path, recovers its real message and line.
+        precise = _well_formedness_error(self._source)
+        raise ManifestError(
+            f"{self.name} is not well-formed XML: {precise or message}",
+            fix="give a VM Import Manifest (XML)",
+        )
 
     def _check_root(self, root: etree._Element) -> None:
         docinfo = root.getroottree().docinfo
@@ -210,10 +225,33 @@ class SchemaViolation(Exception):
         self.message = message
 
 
+_WRAPPED = re.compile(r"""^line \d+: b?(['"])(.*)\1$""")
+
+
 def _message(exc: etree.XMLSyntaxError) -> str:
-    for entry in exc.error_log:
-        return entry.message.strip()
-    return str(exc).split(" (line ")[0]
+    """libxml2's own words, without lxml's ``line N: b'...'`` wrapping."""
+    msg = (exc.msg or str(exc)).strip()
+    wrapped = _WRAPPED.match(msg)
+    return wrapped.group(2) if wrapped else msg
+
+
+def _well_formedness_error(source: Source) -> str | None:
+    """libxml2's message for the first well-formedness error, when the source can be re-read."""
+    if not isinstance(source, (str, os.PathLike, bytes)):
+        return None
+    try:
+        data = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
+    except OSError:
+        return None
+    with data:
+        try:
+            for _ in etree.iterparse(
+                data, resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+            ):
+                pass
+        except etree.XMLSyntaxError as exc:
+            return _message(exc)  # libxml2's message names line and column
+    return None
 
 
 def header_from(events: ManifestEvents) -> ManifestHeader | None:
@@ -278,6 +316,8 @@ def iter_manifest(source: Source) -> tuple[ManifestHeader, Iterator[ManifestPart
                     assert isinstance(raw, RawPart)
                     done = raw.complete()
                     if done is None:
+                        for _ in stream:  # libxml2 says exactly what is missing, a little later
+                            pass
                         raise ManifestError(
                             f"{events.name}: /manifest/import/parts/part[{raw.position}] "
                             "is incomplete"
