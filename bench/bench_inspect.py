@@ -99,7 +99,7 @@ def timed_child(argv: list[str]) -> tuple[float, int]:
 
 def semi_compressible_raw(path: Path, size: int) -> None:
     rng = random.Random(2)
-    text = b"".join(b"line %08d of a disk image full of text and numbers\n" % i for i in range(4096))
+    text = b"".join(b"line %08d of a disk image full of text\n" % i for i in range(4096))
     with open(path, "wb") as f:
         for i in range(size // MiB):
             noise = rng.randbytes(256 * 1024)  # a quarter incompressible
@@ -113,7 +113,8 @@ def report_reads(name: str, figures: dict[str, int]) -> bool:
     print(
         f"{name}: file {figures['file_bytes']:,} B, capacity {figures['capacity_bytes']:,} B; "
         f"read {figures['wrapped_file_bytes_read']:,} B (wrapped file), "
-        f"{figures['reader_bytes_read']:,} B (reader), {figures['kernel_rchar']:,} B (kernel rchar, "
+        f"{figures['reader_bytes_read']:,} B (reader), "
+        f"{figures['kernel_rchar']:,} B (kernel rchar, "
         f"whole process); {worst / LIMIT:.4f} of the 1 MiB budget -> {'OK' if ok else 'OVER'}"
     )
     return ok
@@ -171,7 +172,8 @@ def main() -> int:
         )
         capacity = args.deep_gib * GiB
         print(
-            f"--deep on a {args.deep_gib} GiB streamOptimized VMDK ({file_bytes / MiB:.0f} MiB file):"
+            f"--deep on a {args.deep_gib} GiB streamOptimized VMDK "
+            f"({file_bytes / MiB:.0f} MiB file):"
         )
         for label, seconds, rss in (
             ("manifestkit inspect --deep", ours, ours_rss),

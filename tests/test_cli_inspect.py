@@ -184,7 +184,7 @@ def test_unreadable_file_open_refused(capsys, tmp_path: Path, monkeypatch) -> No
     assert_one_error(run(capsys, str(path)), path, "permission denied")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads mode-000 files; the variant above covers it")
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads mode-000 files; the variant above covers")
 def test_unreadable_file_chmod(capsys, tmp_path: Path) -> None:
     path = tmp_path / "secret.vmdk"
     shutil.copy(STREAM, path)
@@ -245,7 +245,9 @@ def test_truncated_vhd_footer(capsys, tmp_path: Path, cut: int) -> None:
         (8, struct.pack("<I", 0x80030003), "incompatible"),
     ],
 )
-def test_header_field_nonsense(capsys, tmp_path: Path, offset: int, value: bytes, words: str) -> None:
+def test_header_field_nonsense(
+    capsys, tmp_path: Path, offset: int, value: bytes, words: str
+) -> None:
     path = patched(tmp_path, STREAM, "bad.vmdk", {offset: value})
     assert_one_error(run(capsys, str(path)), path, words)
 
@@ -303,6 +305,8 @@ def test_qcow2_named_not_supported(capsys, tmp_path: Path) -> None:
 
 def test_deep_corrupt_grain(capsys, tmp_path: Path) -> None:
     data = STREAM.read_bytes()
-    path = patched(tmp_path, STREAM, "corrupt.vmdk", {0x10000 + 40: bytes(b ^ 0xFF for b in data[0x10000 + 40 : 0x10000 + 60])})
+    at = 0x10000 + 40  # inside the first grain's deflate data
+    flipped = bytes(b ^ 0xFF for b in data[at : at + 20])
+    path = patched(tmp_path, STREAM, "corrupt.vmdk", {at: flipped})
     assert run(capsys, str(path))[0] == 0
     assert_one_error(run(capsys, str(path), "--deep"), path, "grain")

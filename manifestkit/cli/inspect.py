@@ -1,4 +1,4 @@
-"""``manifestkit inspect IMAGE``: what the image is, its sizes, its parts, and whether EC2 takes it."""
+"""``manifestkit inspect IMAGE``: what the image is, its sizes and parts, whether EC2 takes it."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument(
         "--deep",
         action="store_true",
-        help="also walk every grain of a streamOptimized VMDK and inflate it (reads the whole file)",
+        help="also walk and inflate every grain of a streamOptimized VMDK (reads the whole file)",
     )
     parser.set_defaults(run=run)
 

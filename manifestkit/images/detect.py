@@ -1,7 +1,7 @@
 """Sniff an image's format from its content, never from its name (issue 2, design.md §3).
 
 Signatures looked at (offset: bytes):
-- VMDK hosted sparse extent: 0: ``KDMV`` (VMware Virtual Disk Format 1.1, §"Hosted Sparse Extent Header")
+- VMDK hosted sparse extent: 0: ``KDMV`` (VMware "Virtual Disk Format 1.1", hosted sparse header)
 - VMDK ESX sparse (vmfsSparse): 0: ``COWD``; seSparse: 0: u64 LE 0xCAFEBABE
 - VMDK text descriptor: first line ``# Disk DescriptorFile`` (or ``# Disk Descriptor File``)
 - VHD: EOF-512: ``conectix`` (VHD spec, "Hard Disk Footer Format"); dynamic disks also at 0
@@ -50,7 +50,7 @@ VDI = "vdi"
 class Detected:
     #: one of the kind constants above (``vmdk-sparse``, ``vhd``, ``qcow2``...)
     kind: str
-    #: family name: ``VMDK`` | ``VHD`` | ``RAW`` (EC2 ``Image.Format``), or ``QCOW2`` | ``VHDX`` | ``VDI``
+    #: ``VMDK`` | ``VHD`` | ``RAW`` (EC2 ``Image.Format``), or ``QCOW2`` | ``VHDX`` | ``VDI``
     format: str
     #: what to call it in messages, e.g. "VMDK sparse extent", "qcow2"
     name: str
@@ -102,7 +102,7 @@ def detect_bytes(head: bytes, tail: bytes) -> Detected:
     if head[VDI_SIGNATURE_OFFSET : VDI_SIGNATURE_OFFSET + 4] == VDI_SIGNATURE:
         return _detected(VDI)
     # a VHD footer at the end, or its copy at the start of a dynamic disk (the tail may be damaged)
-    if tail[-512:].startswith(VHD_COOKIE) and len(tail) >= 512 or head.startswith(VHD_COOKIE):
+    if (len(tail) >= 512 and tail[-512:].startswith(VHD_COOKIE)) or head.startswith(VHD_COOKIE):
         return _detected(VHD)
     if looks_like_descriptor(head):
         return _detected(VMDK_DESCRIPTOR)
@@ -118,7 +118,7 @@ def detect_reader(reader: ImageReader) -> Detected:
 
 
 def detect(path: str | os.PathLike[str]) -> Detected:
-    """Detect the format of the file at ``path`` (reads at most 4.5 KiB); ``ImageError`` if unreadable."""
+    """Detect the format of the file at ``path`` (reads at most 4.5 KiB); ``ImageError`` if not."""
     with ImageReader(path) as reader:
         return detect_reader(reader)
 

@@ -39,7 +39,7 @@ def stat_regular(path: str) -> os.stat_result:
 
 
 class ImageReader:
-    """A read-only image file: ``read_at(offset, n)`` returns exactly n bytes or raises ``ImageError``."""
+    """A read-only image file: ``read_at(offset, n)`` gives exactly n bytes or ``ImageError``."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)

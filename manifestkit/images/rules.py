@@ -40,7 +40,7 @@ DESCRIPTOR_ONLY_TYPES = frozenset(
 
 
 def convert_fix(path: str) -> str:
-    """The one fix for every VMDK/VHD that ImportInstance will not take (issue 6 builds the command)."""
+    """The fix for every VMDK/VHD that ImportInstance will not take (issue 6 builds the command)."""
     return f"convert it to a streamOptimized VMDK: manifestkit convert {shlex.quote(path)} OUT.vmdk"
 
 
@@ -59,13 +59,13 @@ def import_problems(info: ImageInfo) -> list[str]:
             )
         elif info.subformat == "monolithicSparse":
             problems.append(
-                "ImportInstance takes only streamOptimized VMDKs and fails on monolithicSparse with "
-                f"'File uses unsupported compression algorithm 0'; {fix}"
+                "ImportInstance takes only streamOptimized VMDKs and fails on monolithicSparse "
+                f"with 'File uses unsupported compression algorithm 0'; {fix}"
             )
         elif info.subformat == "sparseExtent":
             problems.append(
-                "this is one extent of a split VMDK (no embedded descriptor); convert the descriptor "
-                "file that lists it: manifestkit convert DESCRIPTOR.vmdk OUT.vmdk"
+                "this is one extent of a split VMDK (no embedded descriptor); convert the "
+                "descriptor file that lists it: manifestkit convert DESCRIPTOR.vmdk OUT.vmdk"
             )
         elif info.subformat != "streamOptimized":
             problems.append(
@@ -85,7 +85,8 @@ def import_problems(info: ImageInfo) -> list[str]:
             )
         if info.capacity_bytes > MAX_VHD_BYTES:
             problems.append(
-                f"the disk is {format_size(info.capacity_bytes)}, over the 2040 GiB VHD limit; {fix}"
+                f"the disk is {format_size(info.capacity_bytes)}, over the 2040 GiB VHD limit; "
+                f"{fix}"
             )
     if info.capacity_bytes >= MAX_IMPORT_BYTES:
         problems.append(

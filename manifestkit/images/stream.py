@@ -83,9 +83,9 @@ def iter_markers(
 ) -> Iterator[tuple[int, Marker, bytes]]:
     """Yield ``(offset, marker, compressed_data)`` for each marker from ``start`` (bytes) on.
 
-    ``compressed_data`` is empty for metadata markers. Stops after the end-of-stream marker or at the
-    end of the file when it falls on a marker boundary; raises ``ImageError`` when a marker or its
-    data is cut short.
+    ``compressed_data`` is empty for metadata markers. Stops after the end-of-stream marker, or at
+    the end of the file when it falls on a marker boundary; raises ``ImageError`` when a marker or
+    its data is cut short.
     """
     cursor = _Cursor(reader, progress or NoProgress())
     pos = start

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from manifestkit.errors import ImageError
 from manifestkit.images.info import ImageInfo
 from manifestkit.images.reader import ImageReader
+from manifestkit.images.rules import convert_fix
 
 SECTOR = 512
 FOOTER_BYTES = 512
@@ -178,7 +179,7 @@ class DynamicHeader:
 
     @property
     def bitmap_bytes(self) -> int:
-        """Each block starts with a sector bitmap, padded to a whole sector (spec "Block Format")."""
+        """Each block starts with a sector bitmap padded to whole sectors (spec "Block Format")."""
         bits = self.block_size // SECTOR
         return -(-bits // (8 * SECTOR)) * SECTOR
 
@@ -250,14 +251,14 @@ def parse_bat(buf: bytes) -> tuple[int, ...]:
     return struct.unpack(f">{n}I", buf[: 4 * n])
 
 
-# --- reading a file into ImageInfo -----------------------------------------------------------------
+# --- reading a file into ImageInfo ---------------------------------------------------------------
 
 #: BAT entries checked against the file size (bounded reads, issue 2)
 BAT_CHECK_BYTES = 64 * 1024
 
 
 def read_vhd(reader: ImageReader) -> ImageInfo:
-    """Footer (checksum), head copy for dynamic/differencing disks, ``cxsparse`` header, BAT bounds."""
+    """Footer (checksum), head copy of dynamic/differencing disks, ``cxsparse`` header, BAT."""
     if reader.size < FOOTER_BYTES:
         raise ImageError(
             f"truncated VHD: {reader.size} bytes is less than one footer",
@@ -296,7 +297,7 @@ def read_vhd(reader: ImageReader) -> ImageInfo:
             raise ImageError(
                 "VHD footer copy at the start differs from the footer at the end (AWS refuses it: "
                 "'Footers not identical')",
-                fix="repair or re-export the VHD, or convert it: manifestkit convert IMAGE OUT.vmdk",
+                fix=f"repair or re-export the VHD, or {convert_fix(reader.path)}",
             )
         if (
             footer.data_offset == NO_OFFSET

@@ -1,9 +1,9 @@
 """VMDK: the hosted sparse extent header, the text descriptor, stream markers (design.md §3).
 
-Layouts from VMware's "Virtual Disk Format 1.1" specification, sections "Hosted Sparse Extent Header",
-"The Descriptor File" and "Stream-Optimized Compressed Sparse Extents". The parse functions are pure
-(bytes in, frozen dataclass out) and raise ``ImageError`` whose message does not name a file: the
-caller (``manifestkit.images.inspect_image``) prefixes the path. The converter reuses them.
+Layouts from VMware's "Virtual Disk Format 1.1" specification, sections "Hosted Sparse Extent
+Header", "The Descriptor File" and "Stream-Optimized Compressed Sparse Extents". The parse functions
+are pure (bytes in, frozen dataclass out) and raise ``ImageError`` whose message does not name a
+file: the caller (``manifestkit.images.inspect_image``) prefixes the path. Issue 6 reuses them.
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ MAX_DESCRIPTOR_BYTES = 512 * 1024
 # struct SparseExtentHeader, little-endian, packed (spec "Hosted Sparse Extent Header"):
 #   0 magicNumber 4s | 4 version u32 | 8 flags u32 | 12 capacity u64 | 20 grainSize u64
 #  28 descriptorOffset u64 | 36 descriptorSize u64 | 44 numGTEsPerGT u32 | 48 rgdOffset u64
-#  56 gdOffset u64 | 64 overHead u64 | 72 uncleanShutdown u8 | 73 singleEndLineChar..doubleEndLineChar2
-#  4s | 77 compressAlgorithm u16 | 79 pad[433]
+#  56 gdOffset u64 | 64 overHead u64 | 72 uncleanShutdown u8
+#  73 singleEndLineChar, nonEndLineChar, doubleEndLineChar1, doubleEndLineChar2 (4s)
+#  77 compressAlgorithm u16 | 79 pad[433]
 _HEADER = struct.Struct("<4sIIQQQQIQQQB4sH")
 SPARSE_MAGIC = b"KDMV"
 
@@ -114,7 +115,8 @@ class SparseHeader:
 
 
 def parse_sparse_header(buf: bytes) -> SparseHeader:
-    """Decode a 512-byte hosted sparse extent header; checks the magic only (see ``check_sparse_header``)."""
+    """Decode a 512-byte hosted sparse extent header; checks only the magic (then call
+    ``check_sparse_header``)."""
     if len(buf) < _HEADER.size:
         raise ImageError(
             f"truncated VMDK header ({len(buf)} of 512 bytes)",
@@ -213,8 +215,8 @@ def check_sparse_header(h: SparseHeader, file_bytes: int, *, allow_gd_at_end: bo
             raise bad(f"descriptorSize {h.descriptor_size} sectors is absurd")
         if h.descriptor_offset + h.descriptor_size > sectors:
             raise bad(
-                f"descriptor at sector {h.descriptor_offset} (+{h.descriptor_size}) is past the end "
-                f"of the file ({sectors} sectors)"
+                f"descriptor at sector {h.descriptor_offset} (+{h.descriptor_size}) is past the "
+                f"end of the file ({sectors} sectors)"
             )
     if h.gd_offset == GD_AT_END:
         if not allow_gd_at_end:
@@ -268,7 +270,7 @@ def pack_grain_marker(lba: int, compressed: bytes) -> bytes:
 
 # --- descriptor ----------------------------------------------------------------------------------
 
-#: extent line: ``RW 6169 SPARSE "disk.vmdk"`` / ``RW 9766 FLAT "disk-flat.vmdk" 0`` / ``RW 100 ZERO``
+#: extent line: ``RW 6169 SPARSE "d.vmdk"`` / ``RW 9766 FLAT "d-flat.vmdk" 0`` / ``RW 100 ZERO``
 _EXTENT = re.compile(
     r"^(?P<access>RW|RDONLY|NOACCESS)\s+(?P<sectors>\d+)\s+(?P<type>[A-Za-z]+)"
     r'(?:\s+"(?P<filename>[^"]*)"(?:\s+(?P<offset>\d+))?)?\s*$'
@@ -314,7 +316,7 @@ def _unquote(value: str) -> str:
 
 
 def decode_descriptor(raw: bytes) -> str:
-    """Bytes of a descriptor (embedded ones are NUL-padded) to text; garbage raises ``ImageError``."""
+    """Descriptor bytes (embedded ones are NUL-padded) to text; garbage raises ``ImageError``."""
     text_bytes = raw.split(b"\0", 1)[0]
     if len(text_bytes) > MAX_DESCRIPTOR_BYTES:
         raise ImageError(
@@ -330,7 +332,7 @@ def decode_descriptor(raw: bytes) -> str:
 
 
 def parse_descriptor(text: str) -> Descriptor:
-    """Parse descriptor text: ``createType``, extent lines, ``ddb.*`` keys (spec "The Descriptor File")."""
+    """Parse ``createType``, extent lines and ``ddb.*`` keys (spec "The Descriptor File")."""
     if len(text) > MAX_DESCRIPTOR_BYTES:
         raise ImageError(
             f"descriptor is larger than {MAX_DESCRIPTOR_BYTES} bytes: not a descriptor"
@@ -382,7 +384,8 @@ def parse_descriptor(text: str) -> Descriptor:
 # COWDisk_Header (spec "ESX Server Sparse Extent Header"): 0 magic 'COWD', 4 version u32,
 # 8 flags u32, 12 numSectors u32 (capacity), 16 grainSize u32, 20 gdOffset u32, 24 numGDEntries u32
 _COWD = struct.Struct("<4sIIIIII")
-# SESparseConstHeader: 0 magic u64 0xCAFEBABE, 8 version u64, 16 capacity u64 (sectors), 24 grainSize
+# SESparseConstHeader: 0 magic u64 0xCAFEBABE, 8 version u64, 16 capacity u64 (sectors),
+# 24 grainSize
 _SESPARSE = struct.Struct("<QQQQ")
 
 
@@ -424,7 +427,7 @@ def parse_sesparse_header(buf: bytes) -> SeSparseHeader:
     return SeSparseHeader(version, capacity, grain)
 
 
-# --- reading a file into ImageInfo -----------------------------------------------------------------
+# --- reading a file into ImageInfo ---------------------------------------------------------------
 
 #: the grain directory is checked entry by entry up to this many bytes (bounded reads, issue 2)
 GD_CHECK_BYTES = 128 * 1024
@@ -447,8 +450,8 @@ def _read_embedded_descriptor(reader: ImageReader, h: SparseHeader) -> Descripto
 def _stream_layout(reader: ImageReader, h: SparseHeader) -> tuple[SparseHeader, str]:
     """The header that holds the real gdOffset, and the streamOptimized layout name.
 
-    (a) ``footer``: header gdOffset = GD_AT_END; the last three sectors are a footer marker, a footer
-        copy of the header with the real gdOffset, and the end-of-stream marker (VMware writes this).
+    (a) ``footer``: header gdOffset = GD_AT_END; the last three sectors are a footer marker, a
+        footer copy of the header with the real gdOffset, and the end-of-stream marker (VMware).
     (b) ``gd-first-eos``: gdOffset real, stream ends with an end-of-stream marker (open-vmdk).
     (c) ``gd-first``: gdOffset real, no end-of-stream marker (qemu-img may leave it out).
     """
@@ -489,13 +492,13 @@ def _stream_layout(reader: ImageReader, h: SparseHeader) -> tuple[SparseHeader, 
 
 
 def _check_grain_directory(reader: ImageReader, h: SparseHeader, what: str, offset: int) -> int:
-    """The GD fits in the file, and each grain table it points to (first GD_CHECK_BYTES) does too."""
+    """The GD fits in the file, and so does each grain table it points to (first 128 KiB)."""
     gd_bytes = h.num_gd_entries * 4
     start = offset * SECTOR
     if start + gd_bytes > reader.size:
         raise ImageError(
-            f"truncated VMDK: the {what} ({h.num_gd_entries} entries at sector {offset}) runs past the "
-            f"end of the file ({reader.size} bytes)",
+            f"truncated VMDK: the {what} ({h.num_gd_entries} entries at sector {offset}) runs "
+            f"past the end of the file ({reader.size} bytes)",
             fix="the file is incomplete; copy it again",
         )
     checked = min(gd_bytes, GD_CHECK_BYTES)
@@ -505,15 +508,15 @@ def _check_grain_directory(reader: ImageReader, h: SparseHeader, what: str, offs
     for i, sector in enumerate(entries):
         if sector and sector * SECTOR + gt_bytes > reader.size:
             raise ImageError(
-                f"truncated VMDK: {what} entry {i} points to a grain table at sector {sector}, past "
-                f"the end of the file ({reader.size} bytes)",
+                f"truncated VMDK: {what} entry {i} points to a grain table at sector {sector}, "
+                f"past the end of the file ({reader.size} bytes)",
                 fix="the file is incomplete; copy it again",
             )
     return len(entries)
 
 
 def read_sparse(reader: ImageReader) -> ImageInfo:
-    """A hosted sparse extent (``KDMV``): monolithicSparse, streamOptimized, or one extent of a split disk."""
+    """A hosted sparse extent (``KDMV``): monolithicSparse, streamOptimized, or a split extent."""
     h = parse_sparse_header(reader.read_at(0, SECTOR, what="the VMDK header"))
     check_sparse_header(h, reader.size)
     descriptor = _read_embedded_descriptor(reader, h)
@@ -568,7 +571,7 @@ def read_sparse(reader: ImageReader) -> ImageInfo:
 
 
 def read_descriptor_file(reader: ImageReader) -> ImageInfo:
-    """A stand-alone text descriptor (monolithicFlat, twoGbMaxExtent*, vmfs...): capacity from extents."""
+    """A stand-alone descriptor (monolithicFlat, twoGbMaxExtent*, vmfs): capacity from extents."""
     if reader.size > MAX_DESCRIPTOR_FILE_BYTES:
         raise ImageError(
             f"starts like a VMDK descriptor but is {reader.size} bytes; descriptors are text files "

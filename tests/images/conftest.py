@@ -1,4 +1,4 @@
-"""Fixtures for the image tests: a ``qemu_img`` runner (the independent oracle) that skips without it."""
+"""Image test fixtures: a ``qemu_img`` runner (the independent oracle) that skips without it."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ def _sectors(n_bytes: int) -> int:
 
 
 def build_stream(raw: bytes, layout: str, *, eos: bool = True) -> bytes:
-    """A streamOptimized VMDK of ``raw`` (whose length is a multiple of 512) in ``layout`` a or b."""
+    """A streamOptimized VMDK of ``raw`` (a whole number of sectors) in ``layout`` a or b."""
     assert len(raw) % SECTOR == 0
     capacity = len(raw) // SECTOR
     grain_bytes = GRAIN_SECTORS * SECTOR

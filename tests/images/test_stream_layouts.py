@@ -43,7 +43,9 @@ def layout_image(tmp_path: Path, raw: bytes, qemu_img, request) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("layout_image", "expected"), [("a", "footer"), ("b", "gd-first-eos")], indirect=["layout_image"]
+    ("layout_image", "expected"),
+    [("a", "footer"), ("b", "gd-first-eos")],
+    indirect=["layout_image"],
 )
 def test_built_layouts(layout_image: Path, raw: bytes, qemu_img, expected: str) -> None:
     info = inspect_image(layout_image, deep=True)
