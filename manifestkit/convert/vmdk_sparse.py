@@ -83,20 +83,40 @@ class SparseExtentDisk:
             raise self._error(
                 f"compressed grains with unknown algorithm {header.compress_algorithm}"
             )
-        gd_entries = header.num_gd_entries
-        gd_raw = self._pread(header.gd_offset * SECTOR, 4 * gd_entries, "the grain directory")
-        self._gd = array("I")
-        self._gd.frombytes(gd_raw)
-        if struct.pack("=I", 1) != struct.pack("<I", 1):  # pragma: no cover - big-endian hosts
-            self._gd.byteswap()
-        table_bytes = 4 * self.gtes
-        for index, sector in enumerate(self._gd):
-            if sector and sector * SECTOR + table_bytes > self.file_bytes:
-                raise self._error(
-                    f"grain directory entry {index} points to sector {sector}, past the end of the "
-                    f"file ({self.file_bytes} bytes): corrupt grain directory or truncated file"
-                )
+        try:
+            self._gd = self._directory(header.gd_offset, "grain directory")
+        except ImageError:
+            # the redundant GD (flag 0x2; monolithicSparse from VMware and qemu) points to its own
+            # copies of every grain table: use it when the primary one is damaged
+            if not header.flags & vmdk.FLAG_REDUNDANT_GD or not header.rgd_offset:
+                raise
+            try:
+                self._gd = self._directory(header.rgd_offset, "redundant grain directory")
+            except ImageError:
+                pass
+            else:
+                self.used_redundant_gd = True
+            if not self.used_redundant_gd:
+                raise
         self._table = functools.lru_cache(maxsize=_GT_CACHE)(self._load_table)
+
+    used_redundant_gd = False
+
+    def _directory(self, sector: int, what: str) -> array:
+        """The GD at ``sector``, every entry checked to point inside the file."""
+        raw = self._pread(sector * SECTOR, 4 * self.header.num_gd_entries, f"the {what}")
+        gd = array("I")
+        gd.frombytes(raw)
+        if struct.pack("=I", 1) != struct.pack("<I", 1):  # pragma: no cover - big-endian hosts
+            gd.byteswap()
+        table_bytes = 4 * self.gtes
+        for index, table in enumerate(gd):
+            if table and table * SECTOR + table_bytes > self.file_bytes:
+                raise self._error(
+                    f"{what} entry {index} points to sector {table}, outside the file "
+                    f"({self.file_bytes} bytes): corrupt {what} or truncated file"
+                )
+        return gd
 
     def _pread(self, offset: int, length: int, what: str) -> bytes:
         return pread_exact(self._fd, length, offset, self.path, what)
@@ -113,7 +133,13 @@ class SparseExtentDisk:
         # an uncompressed grain must lie wholly in the file; a compressed one needs its marker
         need = SECTOR if self.compressed else self.grain_bytes
         limit = self.file_bytes - need
+        first_grain = self.header.overhead
         for i, entry in enumerate(table):
+            if _ZEROED_GTE < entry < first_grain:
+                raise self._error(
+                    f"grain table {index} entry {i} points to sector {entry}, inside the header "
+                    f"and tables (grains start at sector {first_grain}): corrupt grain table"
+                )
             if entry > _ZEROED_GTE and entry * SECTOR > limit:
                 grain = index * self.gtes + i
                 if (

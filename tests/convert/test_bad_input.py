@@ -14,7 +14,7 @@ from manifestkit.cli import main
 from manifestkit.convert import convert_image
 from manifestkit.errors import ConversionError, ImageError
 from manifestkit.images import vmdk
-from tests.convert.conftest import needs_qemu, qemu_make
+from tests.convert.conftest import assert_same_disk, needs_qemu, qemu_make
 
 pytestmark = needs_qemu
 
@@ -54,12 +54,33 @@ def test_corrupt_grain_table(mixed_raw: Path, tmp_path: Path) -> None:
     _convert_fails(source, tmp_path / "out.vmdk", ImageError, "corrupt grain table")
 
 
-def test_corrupt_grain_directory(mixed_raw: Path, tmp_path: Path) -> None:
+def test_corrupt_grain_directory_falls_back_to_the_redundant_one(
+    mixed_raw: Path, tmp_path: Path
+) -> None:
     source, header = _sparse(mixed_raw, tmp_path)
+    assert header.flags & vmdk.FLAG_REDUNDANT_GD and header.rgd_offset
+    pristine = tmp_path / "pristine.vmdk"
+    shutil.copy(source, pristine)
     with open(source, "r+b") as f:
         f.seek(header.gd_offset * 512)
         f.write(struct.pack("<I", 0x7FFFFFF0))
-    _convert_fails(source, tmp_path / "out.vmdk", ImageError, "corrupt grain directory")
+    out = tmp_path / "out.vmdk"
+    convert_image(source, out)
+    assert_same_disk(pristine, out, "vmdk")
+    out.unlink()
+    with open(source, "r+b") as f:  # now both directories are damaged
+        f.seek(header.rgd_offset * 512)
+        f.write(struct.pack("<I", 0x7FFFFFF0))
+    _convert_fails(source, out, ImageError, "corrupt grain directory")
+
+
+def test_grain_entry_pointing_into_metadata(mixed_raw: Path, tmp_path: Path) -> None:
+    source, header = _sparse(mixed_raw, tmp_path)
+    gt = _first_gt_sector(source, header)
+    with open(source, "r+b") as f:
+        f.seek(gt * 512)
+        f.write(struct.pack("<I", 3))  # grain 0 "at sector 3": the descriptor
+    _convert_fails(source, tmp_path / "out.vmdk", ImageError, "inside the header and tables")
 
 
 def test_grains_past_end_of_file(mixed_raw: Path, tmp_path: Path) -> None:
