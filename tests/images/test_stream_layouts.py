@@ -11,11 +11,12 @@ import struct
 from pathlib import Path
 
 import pytest
-from imagebuild import build_stream, sample_disk
 
 from manifestkit.errors import ImageError
 from manifestkit.images import inspect_image
 from manifestkit.images.vmdk import SECTOR
+
+from .imagebuild import build_stream, sample_disk
 
 MiB = 1024 * 1024
 #: not a multiple of the 64 KiB grain: the last grain is partial
