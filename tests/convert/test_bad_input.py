@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import os
 import shutil
@@ -257,3 +258,20 @@ def test_cli_error_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixt
     assert len(err) == 1
     assert err[0].startswith("manifestkit: error: ") and str(source) in err[0]
     assert not out.exists()
+
+
+def test_disk_full_while_writing(
+    mixed_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = os.write
+    calls = {"n": 0}
+
+    def full_after_two(fd: int, data: bytes) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".partial"):
+            calls["n"] += 1
+            if calls["n"] > 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full_after_two)
+    _convert_fails(mixed_raw, tmp_path / "out.vmdk", ConversionError, "No space left")
