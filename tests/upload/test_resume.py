@@ -1,0 +1,174 @@
+"""Resuming: after SIGKILL and Ctrl-C, from the state file and from the manifest; fresh URLs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from faultproxy import FaultProxy
+from helpers import MiB, assert_parts_match, fetch_manifest, http, random_image, run_cli
+
+from manifestkit.errors import ImageError
+from manifestkit.manifest import read_manifest
+from manifestkit.presign import parse_presigned_url
+from manifestkit.workflow import UploadRequest, resume_upload, upload_image
+
+PART = 256 * 1024
+
+
+def _start_upload(s3server, bucket, image, endpoint, *extra):
+    return subprocess.Popen(
+        [sys.executable, "-m", "manifestkit", "upload", str(image), "--bucket", bucket,
+         "--part-size", str(PART), "--workers", "2", "-q", *s3server.cli_args(endpoint), *extra],
+        env=s3server.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _wait_for_puts(proxy, n, process, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while len(proxy.part_puts()) < n:
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the upload did not get going"
+        time.sleep(0.05)
+
+
+def _good_parts_in_bucket(s3server, bucket, image):
+    """Oracle: parts already in the bucket whose bytes are right (read back with boto3)."""
+    state = json.loads((image.parent / (image.name + ".manifestkit-state.json")).read_text())
+    prefix = f"{state['upload_id']}/"
+    s3 = s3server.client()
+    data = image.read_bytes()
+    good = 0
+    for obj in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []):
+        index = int(obj["Key"].rsplit(".part", 1)[1])
+        body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+        good += body == data[index * PART : (index + 1) * PART]
+    return good
+
+
+def test_sigkill_then_resume_sends_only_the_missing_parts(s3server, bucket, tmp_path):
+    image = random_image(tmp_path / "killed.raw", 40 * PART, seed=21)
+    with FaultProxy(s3server.endpoint_url, delay=0.15) as proxy:
+        process = _start_upload(s3server, bucket, image, proxy.url)
+        _wait_for_puts(proxy, 10, process)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        assert process.returncode == -signal.SIGKILL
+        time.sleep(0.5)  # requests the dead process left in flight reach the server or die
+        already = _good_parts_in_bucket(s3server, bucket, image)
+        assert 10 <= already < 40
+        proxy.delay = 0.0
+        proxy.reset_counts()
+        code, out, err = run_cli("upload", str(image), "--resume", "-q", "--output", "json",
+                                 "--workers", "3", *s3server.cli_args(proxy.url))
+        assert code == 0, err
+        doc = json.loads(out)
+        assert len(proxy.part_puts()) == 40 - already == doc["put"]
+        assert doc["kept"] == already and doc["manifest_written"]
+        code, vout, verr = run_cli("verify", doc["manifest_url"], "--image", str(image))
+        assert code == 0, vout + verr
+        assert_parts_match(fetch_manifest(doc["manifest_url"], tmp_path / "m.xml"), image)
+
+
+def test_ctrl_c_exits_130_and_says_how_to_resume(s3server, bucket, tmp_path):
+    image = random_image(tmp_path / "interrupted.raw", 40 * PART, seed=22)
+    with FaultProxy(s3server.endpoint_url, delay=0.15) as proxy:
+        process = _start_upload(s3server, bucket, image, proxy.url)
+        _wait_for_puts(proxy, 5, process)
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+        assert time.monotonic() - started < 10, "stopping took too long"
+        assert process.returncode == 130, err
+        assert out == ""  # no URL: there is no manifest yet
+        assert "manifestkit upload" in err and "--resume" in err and "Traceback" not in err
+        keys = [o["Key"] for o in
+                s3server.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
+        assert keys and not any(k.endswith("manifest.xml") for k in keys)
+        proxy.delay = 0.0
+        code, out, err = run_cli("upload", str(image), "--resume", "-q", *s3server.cli_args())
+        assert code == 0, err
+        assert_parts_match(fetch_manifest(out.strip(), tmp_path / "m.xml"), image)
+
+
+def test_resume_from_manifest_renews_expiring_urls_without_resending(s3server, bucket, tmp_path):
+    image = random_image(tmp_path / "aging.raw", 3 * MiB + 5, seed=23)
+    signed = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=6, hours=12)
+    first = upload_image(UploadRequest(image=str(image), bucket=bucket, part_size=MiB),
+                         s3server.settings(), now=signed)
+    old_manifest = tmp_path / "old.xml"
+    s3server.client().download_file(bucket, first.manifest_key, str(old_manifest))
+    with FaultProxy(s3server.endpoint_url) as proxy:
+        result = resume_upload(str(old_manifest), str(image),
+                               s3server.settings(s3_endpoint_url=proxy.url))
+        assert proxy.part_puts() == [] and result.stats.kept == 4
+        assert result.manifest_written
+        new_manifest = tmp_path / "new.xml"
+        s3server.client().download_file(bucket, first.manifest_key, str(new_manifest))
+        header, parts = read_manifest(str(new_manifest))
+        expires = parse_presigned_url(parts[0].get_url).expires_at
+        assert expires - dt.datetime.now(dt.timezone.utc) > dt.timedelta(days=6)
+        assert_parts_match(new_manifest, image)
+    # a manifest with long-lived URLs is kept as it is
+    again = resume_upload(str(new_manifest), str(image), s3server.settings())
+    assert not again.manifest_written and again.stats.kept == 4 and again.stats.put == 0
+
+
+def test_resume_by_url_resends_a_part_that_was_overwritten(s3server, bucket, tmp_path):
+    image = random_image(tmp_path / "d.raw", 3 * MiB, seed=24)
+    first = upload_image(UploadRequest(image=str(image), bucket=bucket, part_size=MiB),
+                         s3server.settings())
+    _, parts = read_manifest(str(fetch_manifest(first.manifest_url, tmp_path / "m.xml")))
+    s3server.client().put_object(Bucket=bucket, Key=parts[1].key, Body=bytes(MiB))
+    code, out, err = run_cli("resume", first.manifest_url, str(image), "-q", "--output", "json",
+                             *s3server.cli_args())
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["put"] == 1 and doc["kept"] == 2
+    assert_parts_match(tmp_path / "m.xml", image)
+
+
+def test_resume_refuses_an_image_of_another_size(s3server, bucket, tmp_path):
+    image = random_image(tmp_path / "d.raw", 2 * MiB, seed=25)
+    first = upload_image(UploadRequest(image=str(image), bucket=bucket, part_size=MiB),
+                         s3server.settings())
+    grown = random_image(tmp_path / "grown.raw", 2 * MiB + 1, seed=25)
+    with pytest.raises(ImageError, match="manifest describes"):
+        resume_upload(first.manifest_url, str(grown), s3server.settings())
+    code, out, err = run_cli("resume", first.manifest_url, str(grown), *s3server.cli_args())
+    assert code == 2 and "manifest describes" in err
+    # the state-file route refuses too
+    with open(image, "ab") as f:
+        f.write(b"x")
+    code, out, err = run_cli("upload", str(image), "--resume", *s3server.cli_args())
+    assert code == 2 and "image changed" in err
+    # and nothing was deleted
+    assert http("GET", first.manifest_url)[0] == 200
+
+
+def test_resume_without_a_recorded_upload(s3server, tmp_path):
+    image = random_image(tmp_path / "never.raw", MiB)
+    code, out, err = run_cli("upload", str(image), "--resume", *s3server.cli_args())
+    assert code == 2 and "no upload of" in err
+
+
+def test_state_dir_option(s3server, bucket, tmp_path):
+    image = random_image(tmp_path / "d.raw", MiB)
+    states = tmp_path / "states"
+    code, out, err = run_cli("upload", str(image), "--bucket", bucket, "--state-dir", str(states),
+                             "-q", *s3server.cli_args())
+    assert code == 0, err
+    (found,) = list(states.iterdir())
+    assert oct(found.stat().st_mode & 0o777) == "0o600"
+    assert not (tmp_path / "d.raw.manifestkit-state.json").exists()
+    os.utime(image)  # touched, not changed: resume keeps every part
+    code, out, err = run_cli("upload", str(image), "--resume", "--state-dir", str(states),
+                             "--output", "json", *s3server.cli_args())
+    assert code == 0, err
+    assert json.loads(out)["kept"] == 1
