@@ -1,0 +1,140 @@
+"""The pieces under the uploader: the bounded pool, hole detection, part-level retries."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from faultproxy import FaultProxy
+from helpers import MiB, random_image
+
+from manifestkit.aws import make_session
+from manifestkit.errors import UploadError
+from manifestkit.parts import PartPlan
+from manifestkit.pool import run_bounded
+from manifestkit.upload import PartUploader, default_workers
+from manifestkit.workflow import upload_s3_client
+from manifestkit.zeroparts import ZeroBlocks, range_is_hole
+
+
+def test_pool_bounds_what_is_taken_from_the_producer():
+    pulled = 0
+    done = 0
+    most_ahead = 0
+    lock = threading.Lock()
+
+    def items():
+        nonlocal pulled, most_ahead
+        for i in range(200):
+            with lock:
+                pulled += 1
+                most_ahead = max(most_ahead, pulled - done)
+            yield i
+
+    def work(i):
+        nonlocal done
+        time.sleep(0.001)
+        with lock:
+            done += 1
+        return i * 2
+
+    results = {}
+    run_bounded(items(), work, workers=3, queue_depth=4, on_result=results.__setitem__)
+    assert results == {i: i * 2 for i in range(200)}
+    # in flight (3) + queued (4) + the one the producer holds while the queue is full
+    assert most_ahead <= 3 + 4 + 1
+
+
+def test_pool_raises_the_first_error_and_stops_taking_items():
+    pulled = []
+
+    def items():
+        for i in range(10_000):
+            pulled.append(i)
+            yield i
+
+    def work(i):
+        if i == 5:
+            raise ValueError("part 5 broke")
+        return i
+
+    with pytest.raises(ValueError, match="part 5 broke"):
+        run_bounded(items(), work, workers=2, queue_depth=2)
+    assert len(pulled) < 100
+
+
+def test_default_workers():
+    assert default_workers(1) == 4 and default_workers(2) == 4
+    assert default_workers(3) == 6 and default_workers(64) == 8
+
+
+def test_range_is_hole_on_a_sparse_file(tmp_path):
+    path = tmp_path / "sparse"
+    with open(path, "wb") as f:
+        f.truncate(64 * MiB)
+        f.seek(32 * MiB)
+        f.write(b"x")
+    import os
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        first = range_is_hole(fd, 0, 16 * MiB - 1)
+        if first is None:
+            pytest.skip("this file system does not answer SEEK_DATA")
+        assert first is True
+        assert range_is_hole(fd, 31 * MiB, 33 * MiB) is False
+        assert range_is_hole(fd, 48 * MiB, 64 * MiB - 1) is True  # ENXIO: no data till EOF
+    finally:
+        os.close(fd)
+
+
+def test_zero_blocks():
+    zeros = ZeroBlocks()
+    assert zeros.is_zero(bytes(1000)) and not zeros.is_zero(b"\0" * 999 + b"\1")
+    import hashlib
+
+    assert zeros.md5(1000) == hashlib.md5(bytes(1000)).digest()
+
+
+def _uploader(s3server, bucket, image, proxy_url, plan, **kwargs):
+    settings = s3server.settings(s3_endpoint_url=proxy_url)
+    s3 = upload_s3_client(make_session(settings), settings, workers=2)
+    return s3, PartUploader(s3, bucket, image, plan, workers=2, **kwargs)
+
+
+def test_an_etag_mismatch_resends_the_part(s3server, bucket, tmp_path):
+    image = random_image(tmp_path / "e.raw", 3 * MiB)
+    plan = PartPlan.for_file(image, 3 * MiB, part_size=MiB)
+    with FaultProxy(s3server.endpoint_url) as proxy:
+        s3, uploader = _uploader(s3server, bucket, image, proxy.url, plan)
+        lied = []
+
+        def corrupt_first_etag(parsed, model, **_):
+            if model.name == "PutObject" and not lied:
+                lied.append(parsed["ETag"])
+                parsed["ETag"] = '"00000000000000000000000000000000"'
+
+        s3.meta.events.register("after-call.s3.PutObject", corrupt_first_etag)
+        stats = uploader.run()
+        assert stats.put == 3 and len(lied) == 1
+        assert len(proxy.part_puts()) == 4  # one part went twice
+
+
+def test_a_part_that_never_verifies_fails_with_exit_1(s3server, bucket, tmp_path, monkeypatch):
+    import manifestkit.upload as upload_module
+
+    monkeypatch.setattr(upload_module, "_RETRY_BACKOFF", 0.01)
+    image = random_image(tmp_path / "e.raw", MiB)
+    plan = PartPlan.for_file(image, MiB, part_size=MiB)
+    with FaultProxy(s3server.endpoint_url) as proxy:
+        s3, uploader = _uploader(s3server, bucket, image, proxy.url, plan)
+
+        def always_wrong(parsed, **_):
+            parsed["ETag"] = '"00000000000000000000000000000000"'
+
+        s3.meta.events.register("after-call.s3.PutObject", always_wrong)
+        with pytest.raises(UploadError, match="failed after 3 attempts") as caught:
+            uploader.run()
+        assert caught.value.exit_code == 1
+        assert len(proxy.part_puts()) == 3
