@@ -177,6 +177,12 @@ class TaskStore:
                 return new
             return current
 
+    def stop_all(self) -> None:
+        """Sandbox shutdown: every worker stops at its next checkpoint; states stay as they are."""
+        with self._lock:
+            for event in self._cancel_events.values():
+                event.set()
+
     def cancel_event(self, task_id: str) -> threading.Event:
         with self._lock:
             return self._cancel_events[task_id]

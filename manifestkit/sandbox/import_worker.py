@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from manifestkit.manifest import (
     iter_manifest,
     validate_manifest,
 )
+from manifestkit.presign import PresignedUrlError, parse_presigned_url
 from manifestkit.sandbox import import_tasks as tasks
 from manifestkit.sandbox.import_http import CHUNK, FetchError, HttpClient
 from manifestkit.sandbox.import_tasks import TaskSnapshot, TaskStore
@@ -106,6 +108,8 @@ class ConversionEnvironment:
     #: remove what a cancelled task leaves behind (the ImportInstance instance)
     discard: Callable[[TaskSnapshot], None]
     inspect: Callable[[Path], ImageInfo]
+    #: the sandbox is stopping: return at the next checkpoint, leaving the task as it is
+    stopping: threading.Event = field(default_factory=threading.Event)
     http: HttpClient = field(default_factory=HttpClient)
     temp_dir: str | None = None
 
@@ -229,7 +233,7 @@ class _Run:
             if answer.status != 200:
                 raise ImportProblem(
                     f"ClientError: Part {part.index}: head-url answered HTTP {answer.status}"
-                    + (" (signature refused or URL expired)" if answer.status == 403 else "")
+                    + self._why_refused(part.head_url, answer.status)
                 )
             if answer.content_length is not None and answer.content_length != part.size:
                 raise ImportProblem(_size_mismatch(part, answer.content_length))
@@ -272,6 +276,16 @@ class _Run:
         if message:
             raise ImportProblem(message)
 
+    def _why_refused(self, url: str, status: int) -> str:
+        """A HEAD answer has no body: say whether the URL had expired by the sandbox clock."""
+        if status != 403:
+            return ""
+        try:
+            expired = parse_presigned_url(url).is_expired(self.env.clock())
+        except PresignedUrlError:
+            return ": AccessDenied"
+        return ": AccessDenied: Request has expired" if expired else ": AccessDenied"
+
     # -- waiting, cancelling, ending ---------------------------------------------------------
 
     def _snapshot(self) -> TaskSnapshot:
@@ -280,7 +294,7 @@ class _Run:
         return task
 
     def _checkpoint(self) -> None:
-        if self.stop.is_set():
+        if self.stop.is_set() or self.env.stopping.is_set():
             raise StopRequested
         now = self.env.clock()
         task = self.env.store.update(self.task_id, tasks.expire_if_due(now))

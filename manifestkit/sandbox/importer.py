@@ -21,8 +21,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
-from http import HTTPStatus
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -56,7 +55,7 @@ ACTIONS = frozenset(
 #: where an imported instance's disk is attached (the root device EC2 gives imported instances)
 ROOT_DEVICE = "/dev/sda1"
 
-Response = tuple[str, list[tuple[str, str]], bytes]
+Response = tuple[int, list[tuple[str, str]], bytes]
 
 
 class MotoEc2:
@@ -157,44 +156,45 @@ class ImportEndpoint:
     def __init__(
         self,
         *,
-        account_id: str,
-        ec2_backend: Callable[[str], Any],
+        ec2_backend: Callable[[str, str], Any],
         clock: Callable[[], datetime],
         settings: Callable[[], ImporterSettings] = ImporterSettings.from_env,
-        submit: Callable[[Callable[[], None]], None] | None = None,
+        submit: Callable[[Callable[[], None]], object] | None = None,
         inspect: Callable[[Path], ImageInfo] = _default_inspect,
+        stopping: threading.Event | None = None,
         temp_dir: str | None = None,
     ) -> None:
-        self.account_id = account_id
-        #: region -> moto's EC2 backend for (account_id, region)
+        #: (region, account id) -> moto's EC2 backend
         self.ec2_backend = ec2_backend
         self.clock = clock
         self.settings = settings
         self.submit = submit or _thread_per_task
         self.inspect = inspect
+        #: set when the sandbox stops: every worker returns at its next checkpoint
+        self.stopping = stopping or threading.Event()
         self.temp_dir = temp_dir
         self.store = TaskStore()
 
     # -- dispatch ----------------------------------------------------------------------------
 
-    def handle_params(self, params: Mapping[str, str], region: str) -> Response:
+    def handle_params(self, params: Mapping[str, str], region: str, account_id: str) -> Response:
         action = params.get("Action", "")
         version = params.get("Version", "")
         request_id = xml.new_request_id()
         try:
             self._expire_due()
             if action in ("ImportInstance", "ImportVolume"):
-                task = self._create(action, params, region)
+                task = self._create(action, params, region, account_id)
                 body = xml.task_response(action, version, request_id, task)
             elif action == "DescribeConversionTasks":
                 ids = parse_describe(params)
                 if is_dry_run(params):
                     raise dry_run_error()
                 body = xml.describe_response(
-                    version, request_id, self.store.select(self.account_id, region, ids)
+                    version, request_id, self.store.select(account_id, region, ids)
                 )
             elif action == "CancelConversionTask":
-                self._cancel(params, region)
+                self._cancel(params, region, account_id)
                 body = xml.cancel_response(version, request_id)
             else:
                 raise Ec2ApiError("InvalidAction", f"The action {action} is not valid")
@@ -206,10 +206,16 @@ class ImportEndpoint:
             return _answer(500, xml.error_response(error, request_id))
         return _answer(200, body)
 
+    def close(self) -> None:
+        """Stop every background task (the sandbox is shutting down)."""
+        self.store.stop_all()
+
     # -- actions -----------------------------------------------------------------------------
 
-    def _create(self, action: str, params: Mapping[str, str], region: str) -> TaskSnapshot:
-        ec2 = MotoEc2(self.ec2_backend(region))
+    def _create(
+        self, action: str, params: Mapping[str, str], region: str, account_id: str
+    ) -> TaskSnapshot:
+        ec2 = MotoEc2(self.ec2_backend(region, account_id))
         zones = ec2.zones()
         request: ImportInstanceRequest | ImportVolumeRequest
         if action == "ImportInstance":
@@ -227,7 +233,7 @@ class ImportEndpoint:
         self.store.max_active = settings.max_active
         task = tasks.new_snapshot(
             request,
-            account_id=self.account_id,
+            account_id=account_id,
             region=region,
             now=self.clock(),
             availability_zone=zone,
@@ -249,18 +255,19 @@ class ImportEndpoint:
             finish=lambda t: self._finish(ec2, t),
             discard=lambda t: self._discard(ec2, t),
             inspect=self.inspect,
+            stopping=self.stopping,
             temp_dir=self.temp_dir,
         )
         task_id = task.task_id
         self.submit(lambda: run_conversion(task_id, env))
         return task
 
-    def _cancel(self, params: Mapping[str, str], region: str) -> None:
+    def _cancel(self, params: Mapping[str, str], region: str, account_id: str) -> None:
         request = parse_cancel(params)
         if is_dry_run(params):
             raise dry_run_error()
         task = self.store.get(request.task_id)
-        if task is None or task.account_id != self.account_id or task.region != region:
+        if task is None or task.account_id != account_id or task.region != region:
             raise tasks.not_found(request.task_id)
         self.store.update(request.task_id, tasks.cancel_requested(request.reason))
         # the worker sees the cancel at its next chunk or poll and ends it ``cancelled``
@@ -295,16 +302,24 @@ def _thread_per_task(work: Callable[[], None]) -> None:
 
 
 def _answer(status: int, body: bytes) -> Response:
-    phrase = HTTPStatus(status).phrase
-    headers = [*xml.XML_HEADERS, ("Content-Length", str(len(body)))]
-    return f"{status} {phrase}", headers, body
+    """``(status, headers, body)`` as the sandbox middleware wants it (it adds Content-Length)."""
+    return status, list(xml.XML_HEADERS), body
 
 
 # -- the hook the sandbox middleware calls --------------------------------------------------------
 
+#: where the endpoint lives in ``SandboxContext.state`` (kept for the sandbox's lifetime)
+_STATE_KEY = "manifestkit.sandbox.importer"
+#: what the sandbox middleware puts in environ (manifestkit/sandbox/server.py)
+ENV_PARAMS = "manifestkit.sandbox.params"
+ENV_AUTH = "manifestkit.sandbox.auth"
+
 
 def request_params(environ: dict[str, Any]) -> dict[str, str]:
-    """Query string + form body of an EC2 Query request; the body is put back for later readers."""
+    """The Query parameters: the middleware's parsed copy, or query string + form body."""
+    parsed = environ.get(ENV_PARAMS)
+    if parsed is not None:
+        return dict(parsed)
     params = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
     try:
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -312,60 +327,38 @@ def request_params(environ: dict[str, Any]) -> dict[str, str]:
         length = 0
     if length > 0:
         body = environ["wsgi.input"].read(length)
-        environ["wsgi.input"] = io.BytesIO(body)
-        if "x-www-form-urlencoded" in environ.get("CONTENT_TYPE", "") or not environ.get(
-            "CONTENT_TYPE"
-        ):
-            params.update(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+        environ["wsgi.input"] = io.BytesIO(body)  # put back for whoever reads next
+        params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
     return params
 
 
-_ENDPOINTS: dict[int, ImportEndpoint] = {}
-_ENDPOINTS_LOCK = threading.Lock()
-
-
 def endpoint_for(context: Any) -> ImportEndpoint:
-    """The one ImportEndpoint of the sandbox this context belongs to (created on first use)."""
-    with _ENDPOINTS_LOCK:
-        endpoint = _ENDPOINTS.get(id(context))
+    """The one ImportEndpoint of the sandbox ``context`` belongs to (created on first use)."""
+    with context.lock:
+        endpoint = context.state.get(_STATE_KEY)
         if endpoint is None:
-            endpoint = _ENDPOINTS[id(context)] = _endpoint_from_context(context)
+            endpoint = context.state[_STATE_KEY] = ImportEndpoint(
+                ec2_backend=lambda region, account: context.ec2_backend(region, account),
+                clock=context.clock.now,
+                submit=context.submit,
+                stopping=context.stopping,
+            )
         return endpoint
 
 
-def configure(context: Any, settings: ImporterSettings) -> None:
-    """Fix the sandbox knobs in code (instead of the environment) for this sandbox's new tasks."""
-    endpoint_for(context).settings = lambda: settings
-
-
-def _endpoint_from_context(context: Any) -> ImportEndpoint:
-    from moto.core import DEFAULT_ACCOUNT_ID
-    from moto.ec2.models import ec2_backends
-
-    account_id = str(getattr(context, "account_id", None) or DEFAULT_ACCOUNT_ID)
-    return ImportEndpoint(
-        account_id=account_id,
-        ec2_backend=lambda region: ec2_backends[account_id][region],
-        clock=_clock_of(context),
-        submit=getattr(context, "submit", None),
+def configure(context: Any, settings: ImporterSettings | None) -> None:
+    """Fix the sandbox knobs in code for new tasks of this sandbox (None: the environment)."""
+    endpoint_for(context).settings = (
+        ImporterSettings.from_env if settings is None else (lambda: settings)
     )
 
 
-def _clock_of(context: Any) -> Callable[[], datetime]:
-    clock = context.clock
-    now = getattr(clock, "now", clock)
-
-    def aware_now() -> datetime:
-        value = now()
-        if isinstance(value, (int, float)):
-            return datetime.fromtimestamp(value, timezone.utc)
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-
-    return aware_now
-
-
 def handle(environ: dict[str, Any], context: Any) -> Response | None:
+    """The hook ``SandboxApp`` calls for the four import actions, after the SigV4 check."""
     params = request_params(environ)
     if params.get("Action") not in ACTIONS:
         return None
-    return endpoint_for(context).handle_params(params, str(context.region))
+    auth = environ.get(ENV_AUTH)
+    region = getattr(auth, "region", None) or context.region
+    account_id = getattr(auth, "account_id", None) or context.account_id
+    return endpoint_for(context).handle_params(params, str(region), str(account_id))

@@ -10,11 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from botocore.config import Config
 from manifestkit.manifest import build_manifest_file
 from manifestkit.parts import PartPlan
 from manifestkit.presign import Presigner
-from manifestkit.sandbox import importer
 from manifestkit.sizes import GiB
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,36 +33,13 @@ REGION = "us-east-1"
 ZONE = "us-east-1a"
 
 
-# -- a sandbox: moto server + the import endpoint on 127.0.0.1 -----------------------------------
-
-
-@dataclass
-class Clock:
-    """Real time plus an offset the tests can advance."""
-
-    offset: dt.timedelta = dt.timedelta()
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def now(self) -> dt.datetime:
-        with self.lock:
-            return dt.datetime.now(dt.timezone.utc) + self.offset
-
-    def advance(self, seconds: float) -> None:
-        with self.lock:
-            self.offset += dt.timedelta(seconds=seconds)
-
-
-@dataclass(frozen=True, eq=False)
-class Context:
-    clock: Clock
-    region: str = REGION
-    account_id: str = "123456789012"
+# -- a sandbox: S3 + EC2 + the import endpoint on 127.0.0.1 -------------------------------------
 
 
 @dataclass
 class Sandbox:
     endpoint_url: str
-    clock: Clock
+    clock: Any
     context: Any
 
     def client(self, service: str, **config: Any) -> Any:
@@ -78,30 +53,10 @@ class Sandbox:
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
-    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-    from werkzeug.serving import make_server
+    from manifestkit.sandbox import Sandbox as RunningSandbox
 
-    moto_app = DomainDispatcherApplication(create_backend_app)
-    clock = Clock()
-    context = Context(clock=clock)
-
-    def app(environ: dict, start_response: Any) -> Any:
-        if "/ec2/aws4_request" in environ.get("HTTP_AUTHORIZATION", ""):
-            answer = importer.handle(environ, context)
-            if answer is not None:
-                status, headers, body = answer
-                start_response(status, headers)
-                return [body]
-        return moto_app(environ, start_response)
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Sandbox(f"http://127.0.0.1:{server.server_port}", clock, context)
-    finally:
-        server.shutdown()
-        thread.join()
+    with RunningSandbox(REGION) as running:
+        yield Sandbox(running.endpoint_url, running.clock, running.context)
 
 
 @pytest.fixture(scope="module")
@@ -478,6 +433,41 @@ def test_manifest_that_is_not_there_cancels(
     task = ec2.import_volume(AvailabilityZone=ZONE, **image)["ConversionTask"]
     final = wait_final(ec2, task["ConversionTaskId"])
     assert final["State"] == "cancelled" and "Manifest file not found" in final["StatusMessage"]
+
+
+def test_expired_manifest_url_cancels_with_s3s_reason(
+    sandbox: Sandbox, s3: Any, ec2: Any, bucket: str, raw_image: Path, tmp_path: Path
+) -> None:
+    up = upload(s3, sandbox, bucket, raw_image, tmp_path, file_format="RAW", expires_in=60)
+    sandbox.clock.advance(120)
+    try:
+        task = ec2.import_volume(AvailabilityZone=ZONE, **image_of(up, "RAW"))["ConversionTask"]
+        final = wait_final(ec2, task["ConversionTaskId"])
+    finally:
+        sandbox.clock.advance(-120)
+    assert final["State"] == "cancelled"
+    assert "Manifest file could not be retrieved" in final["StatusMessage"]
+    assert "Request has expired" in final["StatusMessage"]
+
+
+def test_expired_part_urls_cancel_naming_the_part(
+    sandbox: Sandbox, s3: Any, ec2: Any, bucket: str, raw_image: Path, tmp_path: Path
+) -> None:
+    up = upload(s3, sandbox, bucket, raw_image, tmp_path, file_format="RAW", expires_in=60)
+    creds = boto3.Session().get_credentials().get_frozen_credentials()
+    # the manifest itself stays readable; the part URLs inside it expire
+    long_lived = Presigner(creds, REGION, endpoint_url=sandbox.endpoint_url, expires_in=3600)
+    manifest_url = long_lived.url("GET", bucket, up.plan.manifest_key)
+    image = image_of(up, "RAW")
+    image["Image"]["ImportManifestUrl"] = manifest_url
+    sandbox.clock.advance(120)
+    try:
+        task = ec2.import_volume(AvailabilityZone=ZONE, **image)["ConversionTask"]
+        final = wait_final(ec2, task["ConversionTaskId"])
+    finally:
+        sandbox.clock.advance(-120)
+    assert final["State"] == "cancelled"
+    assert "Part 0" in final["StatusMessage"] and "Request has expired" in final["StatusMessage"]
 
 
 def test_monolithic_sparse_vmdk_is_refused_like_aws(
