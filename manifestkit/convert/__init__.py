@@ -21,7 +21,7 @@ from manifestkit.convert.output import (
 )
 from manifestkit.convert.sources import open_disk
 from manifestkit.convert.streamopt import DEFAULT_LEVEL, write_stream_optimized
-from manifestkit.errors import ConversionError, ManifestkitError
+from manifestkit.errors import ConversionError, ImageError, ManifestkitError
 from manifestkit.images.info import ImageInfo
 from manifestkit.progress import NoProgress, Progress
 
@@ -49,6 +49,8 @@ def convert_image(
     progress = progress or NoProgress()
     disk = open_disk(source)
     try:
+        if disk.capacity == 0:
+            raise ImageError(f"{source}: the disk is empty (0 bytes)", fix="give the disk image")
         check_not_an_input(output, (source, *disk.files))
         check_free_space(output, worst_case_output_bytes(disk))
         with partial_file(output, overwrite=overwrite) as (fd, partial):

@@ -92,8 +92,11 @@ class DescriptorDisk:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        with open(path, "rb") as f:
-            raw = f.read(vmdk.MAX_DESCRIPTOR_BYTES + 1)
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(vmdk.MAX_DESCRIPTOR_BYTES + 1)
+        except OSError as exc:
+            raise ImageError(f"{path}: cannot read: {exc.strerror or exc}") from exc
         try:
             self.descriptor = vmdk.parse_descriptor(vmdk.decode_descriptor(raw))
         except ImageError as exc:

@@ -26,7 +26,7 @@ from manifestkit.convert.disk import (
     open_readonly,
     pread_exact,
 )
-from manifestkit.errors import ImageError
+from manifestkit.errors import ConversionError, ImageError
 from manifestkit.images import vmdk
 
 _ZEROED_GTE = 1
@@ -75,6 +75,7 @@ class SparseExtentDisk:
                 raise
             raise ImageError(f"{self.path}: {exc.message}", fix=exc.fix) from exc
         self.header = header
+        self._refuse_delta_disk()
         self.capacity = header.capacity * SECTOR
         self.grain_bytes = header.grain_bytes
         self.gtes = header.num_gtes_per_gt
@@ -101,6 +102,26 @@ class SparseExtentDisk:
         self._table = functools.lru_cache(maxsize=_GT_CACHE)(self._load_table)
 
     used_redundant_gd = False
+
+    def _refuse_delta_disk(self) -> None:
+        """A snapshot (VMware ``-000001.vmdk``) is a sparse extent holding only the changed grains;
+        converting it alone would silently drop the rest of the disk. Its embedded descriptor names
+        a parent (parentCID other than ffffffff)."""
+        h = self.header
+        if not h.descriptor_offset or not h.descriptor_size:
+            return  # an extent of a descriptor-only disk: that descriptor was checked
+        raw = self._pread(h.descriptor_offset * SECTOR, h.descriptor_size * SECTOR, "descriptor")
+        try:
+            descriptor = vmdk.parse_descriptor(vmdk.decode_descriptor(raw))
+        except ImageError:
+            return  # the data can still be read; inspect reports the damaged descriptor
+        parent = descriptor.parent_cid
+        if parent is not None and parent.lower() != "ffffffff":
+            raise ConversionError(
+                f"{self.path}: is a snapshot (delta) disk that needs its parent disk",
+                fix="consolidate the snapshots in the hypervisor, or convert the parent chain "
+                "with qemu-img convert -O vmdk -o subformat=streamOptimized",
+            )
 
     def _directory(self, sector: int, what: str) -> array:
         """The GD at ``sector``, every entry checked to point inside the file."""

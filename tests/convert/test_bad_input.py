@@ -15,7 +15,7 @@ from manifestkit.cli import main
 from manifestkit.convert import convert_image
 from manifestkit.errors import ConversionError, ImageError
 from manifestkit.images import vmdk
-from tests.convert.conftest import assert_same_disk, needs_qemu, qemu_make
+from tests.convert.conftest import assert_same_disk, needs_qemu, qemu, qemu_make
 
 pytestmark = needs_qemu
 
@@ -275,3 +275,17 @@ def test_disk_full_while_writing(
 
     monkeypatch.setattr(os, "write", full_after_two)
     _convert_fails(mixed_raw, tmp_path / "out.vmdk", ConversionError, "No space left")
+
+
+def test_vmdk_snapshot_is_refused(mixed_raw: Path, tmp_path: Path) -> None:
+    base = qemu_make(mixed_raw, tmp_path / "base.vmdk", "vmdk", "subformat=monolithicSparse")
+    delta = tmp_path / "base-000001.vmdk"
+    made = qemu("create", "-f", "vmdk", "-b", base.name, "-F", "vmdk", str(delta))
+    assert made.returncode == 0, made.stderr
+    _convert_fails(delta, tmp_path / "out.vmdk", ConversionError, "snapshot")
+
+
+def test_empty_disk_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "empty.raw"
+    source.write_bytes(b"")
+    _convert_fails(source, tmp_path / "out.vmdk", ImageError, "empty")
