@@ -89,7 +89,6 @@ from manifestkit.errors import RemoteError, UsageError
 from manifestkit.sandbox.clock import SandboxClock
 from manifestkit.sandbox.s3auth import (
     AuthError,
-    AuthResult,
     Credential,
     Failure,
     ParsedAuth,
@@ -487,7 +486,7 @@ def _query_params(environ: dict[str, Any], body: bytes) -> dict[str, str]:
 # ---------------------------------------------------------------------- the server
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
@@ -518,7 +517,7 @@ class Sandbox:
         allow_remote: bool = False,
         workers: int = 8,
     ) -> None:
-        if not _is_loopback(host) and not allow_remote:
+        if not is_loopback(host) and not allow_remote:
             raise UsageError(
                 f"refusing to serve the sandbox on {host}: it accepts throwaway credentials",
                 fix="use a loopback address such as 127.0.0.1",
