@@ -62,107 +62,28 @@ def fresh_bucket(s3: Any) -> str:
     return name
 
 
-# ---- stand-in for the shared sandbox fixtures (removed once tests/conftest.py has them) ------
+# ---- the sandbox (tests/conftest.py will provide these; a conftest here overrides them) ------
 
-try:
-    from manifestkit.sandbox import Sandbox as _SharedSandbox  # noqa: F401
 
-    _HAVE_SHARED = True
-except ImportError:
-    _HAVE_SHARED = False
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Any]:
+    from manifestkit.sandbox import Sandbox
 
-if not _HAVE_SHARED:
-    import datetime as dt
-    import threading
-    from dataclasses import dataclass, field
+    with Sandbox() as running:
+        yield running
 
+
+@pytest.fixture(scope="session")
+def s3(sandbox: Any) -> Any:
     import boto3
     from botocore.config import Config
 
-    from manifestkit.aws import AwsSettings
+    return boto3.client(
+        "s3", region_name=sandbox.region, endpoint_url=sandbox.s3_endpoint_url,
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
 
-    @dataclass
-    class _Clock:
-        offset: dt.timedelta = dt.timedelta()
-        lock: threading.Lock = field(default_factory=threading.Lock)
 
-        def now(self) -> dt.datetime:
-            with self.lock:
-                return dt.datetime.now(dt.timezone.utc) + self.offset
-
-        def advance(self, seconds: float) -> None:
-            with self.lock:
-                self.offset += dt.timedelta(seconds=seconds)
-
-    @dataclass(frozen=True, eq=False)
-    class _Context:
-        clock: _Clock
-        region: str = "us-east-1"
-        account_id: str = "123456789012"
-
-    @dataclass
-    class _StandIn:
-        url: str
-        clock: _Clock
-        region: str = "us-east-1"
-        access_key: str = "testing"
-        secret_key: str = "testing"
-
-        @property
-        def s3_endpoint_url(self) -> str:
-            return self.url
-
-        @property
-        def ec2_endpoint_url(self) -> str:
-            return self.url
-
-        def aws_settings(self) -> AwsSettings:
-            return AwsSettings(
-                region=self.region, s3_endpoint_url=self.url, ec2_endpoint_url=self.url,
-                access_key=self.access_key, secret_key=self.secret_key,
-            )
-
-        def env(self) -> dict[str, str]:
-            return {
-                "AWS_ENDPOINT_URL_S3": self.url, "AWS_ENDPOINT_URL_EC2": self.url,
-                "AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "AWS_DEFAULT_REGION": self.region,
-            }
-
-    @pytest.fixture(scope="session")
-    def sandbox() -> Iterator[_StandIn]:
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-        from werkzeug.serving import make_server
-
-        from manifestkit.sandbox import importer
-
-        moto_app = DomainDispatcherApplication(create_backend_app)
-        clock = _Clock()
-        context = _Context(clock=clock)
-
-        def app(environ: dict, start_response: Any) -> Any:
-            if "/ec2/aws4_request" in environ.get("HTTP_AUTHORIZATION", ""):
-                answer = importer.handle(environ, context)
-                if answer is not None:
-                    status, headers, body = answer
-                    start_response(status, headers)
-                    return [body]
-            return moto_app(environ, start_response)
-
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield _StandIn(f"http://127.0.0.1:{server.server_port}", clock)
-        finally:
-            server.shutdown()
-            thread.join()
-
-    @pytest.fixture(scope="session")
-    def s3(sandbox: _StandIn) -> Any:
-        return boto3.client("s3", region_name="us-east-1", endpoint_url=sandbox.url,
-                            config=Config(signature_version="s3v4"))
-
-    @pytest.fixture
-    def bucket(s3: Any) -> str:
-        return fresh_bucket(s3)
+@pytest.fixture
+def bucket(s3: Any) -> str:
+    return fresh_bucket(s3)
