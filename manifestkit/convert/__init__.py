@@ -92,13 +92,14 @@ def importable_copy(
 
     path = os.fspath(path)
     try:
-        info = inspect_image(path)
-        if info.importable:
-            yield path, False
-            return
+        importable = inspect_image(path).importable
     except ManifestkitError:
-        # malformed for import purposes but maybe readable as data: let the converter decide
-        pass
+        # refused as an import (e.g. a qcow2, a damaged header): the converter says whether it
+        # can read the data, with its own error
+        importable = False
+    if importable:
+        yield path, False
+        return
     folder = tempfile.mkdtemp(prefix="manifestkit-convert-", dir=workdir)
     try:
         stem = os.path.splitext(os.path.basename(path))[0] or "disk"

@@ -10,6 +10,7 @@ import pytest
 
 from manifestkit.convert import convert_image, importable_copy, open_disk
 from manifestkit.convert.disk import ExtentKind
+from manifestkit.errors import ConversionError
 from manifestkit.images import inspect_image
 from tests.convert.conftest import SOURCES, assert_same_disk, needs_qemu, qemu, qemu_make
 
@@ -133,3 +134,18 @@ def test_importable_copy_passes_importable_image_through(mixed_raw: Path, tmp_pa
     with importable_copy(ready, workdir=tmp_path) as (path, converted):
         assert (path, converted) == (str(ready), False)
     assert ready.exists()
+
+
+def test_importable_copy_lets_errors_of_the_block_through(mixed_raw: Path, tmp_path: Path) -> None:
+    ready = tmp_path / "ready.vmdk"
+    convert_image(mixed_raw, ready)
+    with pytest.raises(ConversionError, match="from the block"):
+        with importable_copy(ready, workdir=tmp_path) as (path, converted):
+            raise ConversionError("from the block")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ready.vmdk"]
+    source = qemu_make(mixed_raw, tmp_path / "disk.vmdk", "vmdk", "subformat=monolithicSparse")
+    with pytest.raises(ConversionError, match="from the block"):
+        with importable_copy(source, workdir=tmp_path) as (path, converted):
+            assert converted
+            raise ConversionError("from the block")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk.vmdk", "ready.vmdk"]
