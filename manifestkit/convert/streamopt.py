@@ -33,27 +33,20 @@ from dataclasses import dataclass
 
 from manifestkit.convert.disk import SECTOR, Extent, ExtentKind, VirtualDisk
 from manifestkit.errors import ConversionError
+from manifestkit.images import vmdk
 from manifestkit.progress import NoProgress, Progress
 
 GRAIN_SECTORS = 128  # 64 KiB grains, what VMware and qemu-img write
 GRAIN_BYTES = GRAIN_SECTORS * SECTOR
 GTES_PER_GT = 512  # 512 entries x 4 bytes = one 2 KiB grain table
 GT_SPAN = GRAIN_BYTES * GTES_PER_GT
-GT_SECTORS = GTES_PER_GT * 4 // SECTOR
-GD_AT_END = 0xFFFFFFFFFFFFFFFF
 #: GD and GT entries are u32 sector numbers: no grain may start beyond this sector
 MAX_SECTOR = 0xFFFFFFFF
 
-# Header flags (VMDK spec, hosted sparse extent header): bit 0 newline-detection test valid,
-# bit 16 compressed grains, bit 17 grains and metadata carry markers. 0x30001 is VMware's value.
-FLAG_NEWLINE_TEST = 0x1
-FLAG_COMPRESSED = 0x10000
-FLAG_MARKERS = 0x20000
-STREAM_FLAGS = FLAG_NEWLINE_TEST | FLAG_COMPRESSED | FLAG_MARKERS
-COMPRESS_DEFLATE = 1
+# Header flags (VMDK spec, hosted sparse extent header): newline-detection test valid, compressed
+# grains, grains and metadata carry markers: 0x30001, VMware's value. No redundant GD in a stream.
+STREAM_FLAGS = vmdk.FLAG_VALID_NEWLINE_TEST | vmdk.FLAG_COMPRESSED | vmdk.FLAG_MARKERS
 VERSION = 3
-
-MARKER_EOS, MARKER_GT, MARKER_GD, MARKER_FOOTER = 0, 1, 2, 3
 
 #: grains per read/compress task: 1 MiB reads, few enough tasks to keep pool overhead small
 RUN_GRAINS = 16
@@ -64,14 +57,6 @@ RUN_GRAINS = 16
 #: Level 5 is the fastest that stays within 2 % of qemu-img's output size.
 DEFAULT_LEVEL = 5
 
-# SparseExtentHeader, 512 bytes little-endian (VMDK spec §"Hosted Sparse Extent Header"):
-# magic, version, flags, capacity, grainSize, descriptorOffset, descriptorSize, numGTEsPerGT,
-# rgdOffset, gdOffset, overHead, uncleanShutdown, 4 newline-detection bytes, compressAlgorithm, pad.
-_HEADER = struct.Struct("<4sIIQQQQIQQQB4sH433x")
-# Grain marker: u64 lba (sectors), u32 compressed size, then the zlib stream.
-_GRAIN_MARKER = struct.Struct("<QI")
-# Metadata marker: u64 value (sectors of metadata that follow), u32 size = 0, u32 type, pad to 512.
-_META_MARKER = struct.Struct("<QII496x")
 _ZERO_GRAIN = bytes(GRAIN_BYTES)
 
 
@@ -83,21 +68,23 @@ class StreamStats:
 
 
 def pack_header(*, capacity_sectors: int, descriptor_sectors: int, gd_offset: int) -> bytes:
-    return _HEADER.pack(
-        b"KDMV",
-        VERSION,
-        STREAM_FLAGS,
-        capacity_sectors,
-        GRAIN_SECTORS,
-        1,  # descriptorOffset: right after the header
-        descriptor_sectors,
-        GTES_PER_GT,
-        0,  # rgdOffset: streamOptimized has no redundant GD
-        gd_offset,
-        1 + descriptor_sectors,  # overHead: sectors before the first grain
-        0,
-        b"\n \r\n",
-        COMPRESS_DEFLATE,
+    """Our header (and, with the real ``gd_offset``, our footer), encoded by ``images.vmdk``."""
+    return vmdk.pack_sparse_header(
+        vmdk.SparseHeader(
+            version=VERSION,
+            flags=STREAM_FLAGS,
+            capacity=capacity_sectors,
+            grain_size=GRAIN_SECTORS,
+            descriptor_offset=1,  # right after the header
+            descriptor_size=descriptor_sectors,
+            num_gtes_per_gt=GTES_PER_GT,
+            rgd_offset=0,
+            gd_offset=gd_offset,
+            overhead=1 + descriptor_sectors,  # sectors before the first grain
+            unclean_shutdown=0,
+            newline_test=vmdk.NEWLINE_TEST,
+            compress_algorithm=vmdk.COMPRESSION_DEFLATE,
+        )
     )
 
 
@@ -190,14 +177,10 @@ def _pack_run(disk: VirtualDisk, first: int, count: int, level: int) -> _Packed:
         grain = data[i * GRAIN_BYTES : (i + 1) * GRAIN_BYTES]  # bytes slice: == is one memcmp
         if grain == _ZERO_GRAIN:
             continue
-        deflated = zlib.compress(grain, level)
-        used = _GRAIN_MARKER.size + len(deflated)
-        pad = -used % SECTOR
-        records.append(
-            _GRAIN_MARKER.pack((first + i) * GRAIN_SECTORS, len(deflated)) + deflated + bytes(pad)
-        )
+        record = vmdk.pack_grain_marker((first + i) * GRAIN_SECTORS, zlib.compress(grain, level))
+        records.append(record)
         grains.append(first + i)
-        sectors.append((used + pad) // SECTOR)
+        sectors.append(len(record) // SECTOR)
     return _Packed(first, count, tuple(grains), tuple(sectors), b"".join(records))
 
 
@@ -222,7 +205,7 @@ class _Out:
     def meta(self, marker_type: int, payload: bytes) -> int:
         """Write a metadata marker and its payload (sector-padded); return the payload sector."""
         padded = payload + bytes(-len(payload) % SECTOR)
-        self.write(_META_MARKER.pack(len(padded) // SECTOR, 0, marker_type))
+        self.write(vmdk.pack_metadata_marker(marker_type, len(padded) // SECTOR))
         at = self.sector
         self.write(padded)
         return at
@@ -264,7 +247,7 @@ def write_stream_optimized(
         pack_header(
             capacity_sectors=capacity_sectors,
             descriptor_sectors=descriptor_sectors,
-            gd_offset=GD_AT_END,
+            gd_offset=vmdk.GD_AT_END,
         )
     )
     out.write(descriptor)
@@ -273,7 +256,7 @@ def write_stream_optimized(
         nonlocal gt_used
         if gt_index >= 0 and gt_used:
             gd[gt_index] = out.sector + 1  # the table starts right after its marker sector
-            out.meta(MARKER_GT, _le_bytes(gt))
+            out.meta(vmdk.MARKER_GT, _le_bytes(gt))
             for i in range(GTES_PER_GT):
                 gt[i] = 0
         gt_used = False
@@ -315,8 +298,8 @@ def write_stream_optimized(
             progress.advance(reached - done)
             done = reached
         flush_gt()
-        gd_sector = out.meta(MARKER_GD, _le_bytes(gd))
-        out.write(_META_MARKER.pack(1, 0, MARKER_FOOTER))
+        gd_sector = out.meta(vmdk.MARKER_GD, _le_bytes(gd))
+        out.write(vmdk.pack_metadata_marker(vmdk.MARKER_FOOTER, 1))
         out.write(
             pack_header(
                 capacity_sectors=capacity_sectors,
@@ -324,7 +307,7 @@ def write_stream_optimized(
                 gd_offset=gd_sector,
             )
         )
-        out.write(_META_MARKER.pack(0, 0, MARKER_EOS))
+        out.write(vmdk.pack_metadata_marker(vmdk.MARKER_EOS, 0))
         progress.advance(disk.capacity - done)
     finally:
         for future in pending:
