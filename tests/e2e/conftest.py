@@ -1,8 +1,8 @@
 """End-to-end fixtures: images of every importable format, and a per-test working copy.
 
-The ``sandbox`` / ``s3`` / ``bucket`` fixtures come from tests/conftest.py (the shared sandbox:
-moto S3 behind the signature check + the EC2 import endpoint, on 127.0.0.1). Until they land, a
-stand-in with the same surface is defined here.
+The ``sandbox`` / ``s3`` / ``ec2`` / ``bucket`` / ``sandbox_clock`` fixtures come from
+tests/conftest.py (the shared sandbox: moto S3 + EC2 behind SigV4 checks and the import endpoint,
+on 127.0.0.1).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,30 +59,3 @@ def fresh_bucket(s3: Any) -> str:
     name = f"e2e-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=name)
     return name
-
-
-# ---- the sandbox (tests/conftest.py will provide these; a conftest here overrides them) ------
-
-
-@pytest.fixture(scope="session")
-def sandbox() -> Iterator[Any]:
-    from manifestkit.sandbox import Sandbox
-
-    with Sandbox() as running:
-        yield running
-
-
-@pytest.fixture(scope="session")
-def s3(sandbox: Any) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3", region_name=sandbox.region, endpoint_url=sandbox.s3_endpoint_url,
-        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
-    )
-
-
-@pytest.fixture
-def bucket(s3: Any) -> str:
-    return fresh_bucket(s3)

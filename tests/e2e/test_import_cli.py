@@ -14,18 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from manifestkit.cli import main
 from manifestkit.workflow import UploadRequest, upload_image
 
 ZONE = "us-east-1a"
-
-
-@pytest.fixture
-def ec2(sandbox: Any) -> Any:
-    return boto3.client("ec2", region_name=sandbox.region, endpoint_url=sandbox.ec2_endpoint_url)
 
 
 def endpoint_flags(sandbox: Any) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from manifestkit.ec2 import LaunchSpec, WaitSettings
@@ -21,11 +20,6 @@ from manifestkit.workflow import (
 KINDS = ("vmdk-stream", "vhd-dynamic", "vhd-fixed", "raw")
 ZONE = "us-east-1a"
 FAST = WaitSettings(interval=0.05, timeout=60, volume_id_grace=5)
-
-
-@pytest.fixture
-def ec2(sandbox: Any) -> Any:
-    return boto3.client("ec2", region_name=sandbox.region, endpoint_url=sandbox.ec2_endpoint_url)
 
 
 def _upload(workdir: Path, images: dict[str, Path], kind: str, bucket: str, **kw: Any) -> UploadRequest:
