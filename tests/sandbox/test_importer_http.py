@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,47 +32,18 @@ REGION = "us-east-1"
 ZONE = "us-east-1a"
 
 
-# -- a sandbox: S3 + EC2 + the import endpoint on 127.0.0.1 -------------------------------------
+# The sandbox, s3, ec2, bucket and sandbox_clock fixtures come from tests/conftest.py (a session
+# sandbox: S3 + EC2 + this import endpoint on 127.0.0.1, behind SigV4 checks).
 
 
-@dataclass
-class Sandbox:
-    endpoint_url: str
-    clock: Any
-    context: Any
-
-    def client(self, service: str, **config: Any) -> Any:
-        return boto3.client(
-            service,
-            region_name=REGION,
-            endpoint_url=self.endpoint_url,
-            config=Config(signature_version="s3v4" if service == "s3" else None, **config),
-        )
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[Sandbox]:
-    from manifestkit.sandbox import Sandbox as RunningSandbox
-
-    with RunningSandbox(REGION) as running:
-        yield Sandbox(running.endpoint_url, running.clock, running.context)
-
-
-@pytest.fixture(scope="module")
-def s3(sandbox: Sandbox) -> Any:
-    return sandbox.client("s3")
-
-
-@pytest.fixture(scope="module")
-def ec2(sandbox: Sandbox) -> Any:
-    return sandbox.client("ec2")
-
-
-@pytest.fixture(scope="module")
-def bucket(s3: Any) -> str:
-    name = f"import-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return name
+def unvalidated_ec2(sandbox: Any) -> Any:
+    """An EC2 client that lets bad requests through (botocore checks required members itself)."""
+    return boto3.client(
+        "ec2",
+        region_name=REGION,
+        endpoint_url=sandbox.endpoint_url,
+        config=Config(parameter_validation=False),
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -106,7 +76,7 @@ def qemu_capacity(path: Path) -> int:
 
 def upload(
     s3: Any,
-    sandbox: Sandbox,
+    sandbox: Any,
     bucket: str,
     path: Path,
     tmp_path: Path,
@@ -213,7 +183,7 @@ def raw_image(tmp_path: Path) -> Path:
 
 
 def test_import_instance_completes_and_the_instance_and_volume_exist(
-    sandbox: Sandbox, s3: Any, ec2: Any, bucket: str, tmp_path: Path
+    sandbox: Any, s3: Any, ec2: Any, bucket: str, tmp_path: Path
 ) -> None:
     up = upload(s3, sandbox, bucket, SAMPLES / "tiny-stream.vmdk", tmp_path, file_format="VMDK")
     created = sandbox.clock.now()
@@ -255,7 +225,7 @@ def test_import_instance_completes_and_the_instance_and_volume_exist(
 
 @pytest.mark.parametrize(("sample", "fmt"), [("tiny-dynamic.vhd", "VHD"), ("tiny.raw", "RAW")])
 def test_import_volume_completes_and_the_volume_exists(
-    sandbox: Sandbox, s3: Any, ec2: Any, bucket: str, tmp_path: Path, sample: str, fmt: str
+    sandbox: Any, s3: Any, ec2: Any, bucket: str, tmp_path: Path, sample: str, fmt: str
 ) -> None:
     up = upload(s3, sandbox, bucket, SAMPLES / sample, tmp_path, file_format=fmt, part_size=1024)
     task = ec2.import_volume(AvailabilityZone=ZONE, Description="data", **image_of(up, fmt))[
@@ -273,7 +243,7 @@ def test_import_volume_completes_and_the_volume_exists(
 
 
 def test_describe_lists_tasks_and_filters_by_id(
-    sandbox: Sandbox, s3: Any, ec2: Any, bucket: str, raw_image: Path, tmp_path: Path
+    sandbox: Any, s3: Any, ec2: Any, bucket: str, raw_image: Path, tmp_path: Path
 ) -> None:
     up = upload(s3, sandbox, bucket, raw_image, tmp_path, file_format="RAW")
     a = ec2.import_volume(AvailabilityZone=ZONE, **image_of(up, "RAW"))["ConversionTask"]
@@ -290,7 +260,7 @@ def test_describe_lists_tasks_and_filters_by_id(
 
 
 def test_dry_run_answers_dry_run_operation_and_creates_nothing(
-    sandbox: Sandbox, ec2: Any, raw_image: Path
+    sandbox: Any, ec2: Any, raw_image: Path
 ) -> None:
     before = ec2.describe_conversion_tasks()["ConversionTasks"]
     image = {
@@ -307,9 +277,8 @@ def test_dry_run_answers_dry_run_operation_and_creates_nothing(
     assert ec2.describe_conversion_tasks()["ConversionTasks"] == before
 
 
-def test_request_errors_have_ec2_codes(sandbox: Sandbox) -> None:
-    # botocore checks required members itself: switch that off to see what the server says
-    raw = sandbox.client("ec2", parameter_validation=False)
+def test_request_errors_have_ec2_codes(sandbox: Any) -> None:
+    raw = unvalidated_ec2(sandbox)
     image = {"Format": "VMDK", "Bytes": 2 * GiB, "ImportManifestUrl": "http://127.0.0.1:1/m"}
     cases = [
         (
@@ -379,7 +348,7 @@ def test_request_errors_have_ec2_codes(sandbox: Sandbox) -> None:
 
 
 def test_missing_part_cancels_after_the_wait_naming_the_part(
-    sandbox: Sandbox, s3: Any, ec2: Any, bucket: str, raw_image: Path, tmp_path: Path
+    sandbox: Any, s3: Any, ec2: Any, bucket: str, raw_image: Path, tmp_path: Path
 ) -> None:
     up = upload(s3, sandbox, bucket, raw_image, tmp_path, file_format="RAW", skip_parts=(1,))
     task = ec2.import_volume(AvailabilityZone=ZONE, **image_of(up, "RAW"))["ConversionTask"]
@@ -392,7 +361,7 @@ def test_missing_part_cancels_after_the_wait_naming_the_part(
 
 
 def test_part_that_arrives_late_is_waited_for(
-    sandbox: Sandbox,
+    sandbox: Any,
     s3: Any,
     ec2: Any,
     bucket: str,
@@ -411,7 +380,7 @@ def test_part_that_arrives_late_is_waited_for(
 
 
 def test_part_of_the_wrong_size_cancels_naming_the_part(
-    sandbox: Sandbox, s3: Any, ec2: Any, bucket: str, raw_image: Path, tmp_path: Path
+    sandbox: Any, s3: Any, ec2: Any, bucket: str, raw_image: Path, tmp_path: Path
 ) -> None:
     up = upload(s3, sandbox, bucket, raw_image, tmp_path, file_format="RAW", grow_part=1)
     task = ec2.import_volume(AvailabilityZone=ZONE, **image_of(up, "RAW"))["ConversionTask"]
@@ -420,9 +389,7 @@ def test_part_of_the_wrong_size_cancels_naming_the_part(
     assert "Part 1: size mismatch" in final["StatusMessage"]
 
 
-def test_manifest_that_is_not_there_cancels(
-    sandbox: Sandbox, ec2: Any, bucket: str, s3: Any
-) -> None:
+def test_manifest_that_is_not_there_cancels(sandbox: Any, ec2: Any, bucket: str, s3: Any) -> None:
     url = s3.generate_presigned_url(
         "get_object", Params={"Bucket": bucket, "Key": "nothing/heremanifest.xml"}
     )
@@ -436,22 +403,31 @@ def test_manifest_that_is_not_there_cancels(
 
 
 def test_expired_manifest_url_cancels_with_s3s_reason(
-    sandbox: Sandbox, s3: Any, ec2: Any, bucket: str, raw_image: Path, tmp_path: Path
+    sandbox: Any,
+    s3: Any,
+    ec2: Any,
+    bucket: str,
+    raw_image: Path,
+    tmp_path: Path,
+    sandbox_clock: Any,
 ) -> None:
     up = upload(s3, sandbox, bucket, raw_image, tmp_path, file_format="RAW", expires_in=60)
-    sandbox.clock.advance(120)
-    try:
-        task = ec2.import_volume(AvailabilityZone=ZONE, **image_of(up, "RAW"))["ConversionTask"]
-        final = wait_final(ec2, task["ConversionTaskId"])
-    finally:
-        sandbox.clock.advance(-120)
+    sandbox_clock.advance(120)
+    task = ec2.import_volume(AvailabilityZone=ZONE, **image_of(up, "RAW"))["ConversionTask"]
+    final = wait_final(ec2, task["ConversionTaskId"])
     assert final["State"] == "cancelled"
     assert "Manifest file could not be retrieved" in final["StatusMessage"]
     assert "Request has expired" in final["StatusMessage"]
 
 
 def test_expired_part_urls_cancel_naming_the_part(
-    sandbox: Sandbox, s3: Any, ec2: Any, bucket: str, raw_image: Path, tmp_path: Path
+    sandbox: Any,
+    s3: Any,
+    ec2: Any,
+    bucket: str,
+    raw_image: Path,
+    tmp_path: Path,
+    sandbox_clock: Any,
 ) -> None:
     up = upload(s3, sandbox, bucket, raw_image, tmp_path, file_format="RAW", expires_in=60)
     creds = boto3.Session().get_credentials().get_frozen_credentials()
@@ -460,18 +436,15 @@ def test_expired_part_urls_cancel_naming_the_part(
     manifest_url = long_lived.url("GET", bucket, up.plan.manifest_key)
     image = image_of(up, "RAW")
     image["Image"]["ImportManifestUrl"] = manifest_url
-    sandbox.clock.advance(120)
-    try:
-        task = ec2.import_volume(AvailabilityZone=ZONE, **image)["ConversionTask"]
-        final = wait_final(ec2, task["ConversionTaskId"])
-    finally:
-        sandbox.clock.advance(-120)
+    sandbox_clock.advance(120)
+    task = ec2.import_volume(AvailabilityZone=ZONE, **image)["ConversionTask"]
+    final = wait_final(ec2, task["ConversionTaskId"])
     assert final["State"] == "cancelled"
     assert "Part 0" in final["StatusMessage"] and "Request has expired" in final["StatusMessage"]
 
 
 def test_monolithic_sparse_vmdk_is_refused_like_aws(
-    sandbox: Sandbox, s3: Any, ec2: Any, bucket: str, tmp_path: Path
+    sandbox: Any, s3: Any, ec2: Any, bucket: str, tmp_path: Path
 ) -> None:
     sparse = tmp_path / "sparse.vmdk"
     subprocess.run(
@@ -497,7 +470,7 @@ def test_monolithic_sparse_vmdk_is_refused_like_aws(
 
 
 def test_format_declared_wrong_is_refused(
-    sandbox: Sandbox, s3: Any, ec2: Any, bucket: str, tmp_path: Path
+    sandbox: Any, s3: Any, ec2: Any, bucket: str, tmp_path: Path
 ) -> None:
     up = upload(s3, sandbox, bucket, SAMPLES / "tiny-dynamic.vhd", tmp_path, file_format="VHD")
     image = image_of(up, "VHD")
@@ -511,7 +484,7 @@ def test_format_declared_wrong_is_refused(
 
 
 def test_cancel_mid_transfer(
-    sandbox: Sandbox,
+    sandbox: Any,
     s3: Any,
     ec2: Any,
     bucket: str,
@@ -546,7 +519,7 @@ def test_cancel_mid_transfer(
 
 
 def test_cancelling_a_completed_task_is_refused(
-    sandbox: Sandbox, s3: Any, ec2: Any, bucket: str, raw_image: Path, tmp_path: Path
+    sandbox: Any, s3: Any, ec2: Any, bucket: str, raw_image: Path, tmp_path: Path
 ) -> None:
     up = upload(s3, sandbox, bucket, raw_image, tmp_path, file_format="RAW")
     task = ec2.import_volume(AvailabilityZone=ZONE, **image_of(up, "RAW"))["ConversionTask"]
@@ -558,7 +531,7 @@ def test_cancelling_a_completed_task_is_refused(
 
 
 def test_sixth_active_task_is_refused(
-    sandbox: Sandbox, ec2: Any, bucket: str, s3: Any, monkeypatch: pytest.MonkeyPatch
+    sandbox: Any, ec2: Any, bucket: str, s3: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MANIFESTKIT_SANDBOX_PART_WAIT", "60")
     url = s3.generate_presigned_url(
@@ -592,7 +565,12 @@ def test_sixth_active_task_is_refused(
 
 
 def test_task_still_waiting_at_its_expiration_time_is_cancelled(
-    sandbox: Sandbox, ec2: Any, bucket: str, s3: Any, monkeypatch: pytest.MonkeyPatch
+    sandbox: Any,
+    ec2: Any,
+    bucket: str,
+    s3: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    sandbox_clock: Any,
 ) -> None:
     monkeypatch.setenv("MANIFESTKIT_SANDBOX_PART_WAIT", "60")
     url = s3.generate_presigned_url(
@@ -605,9 +583,6 @@ def test_task_still_waiting_at_its_expiration_time_is_cancelled(
     task = ec2.import_volume(AvailabilityZone=ZONE, **image)["ConversionTask"]
     time.sleep(0.2)
     assert describe(ec2, task["ConversionTaskId"])["State"] == "active"
-    sandbox.clock.advance(7 * 24 * 3600 + 1)
-    try:
-        final = wait_final(ec2, task["ConversionTaskId"])
-    finally:
-        sandbox.clock.advance(-(7 * 24 * 3600 + 1))
+    sandbox_clock.advance(7 * 24 * 3600 + 1)
+    final = wait_final(ec2, task["ConversionTaskId"])
     assert final["State"] == "cancelled" and "expired" in final["StatusMessage"]
