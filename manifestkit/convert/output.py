@@ -57,6 +57,10 @@ def worst_case_output_bytes(disk: VirtualDisk) -> int:
 
 def check_free_space(output: str, needed: int) -> None:
     folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise ConversionError(
+            f"{output}: the folder {folder} does not exist", fix="create it or choose another path"
+        )
     try:
         free = shutil.disk_usage(folder).free
     except OSError as exc:
@@ -91,7 +95,12 @@ def partial_file(output: str, *, overwrite: bool) -> Iterator[tuple[int, str]]:
             os.close(fd)
         if os.path.lexists(output) and not overwrite:  # appeared while we were converting
             raise ConversionError(f"{output}: already exists", fix="remove it or pass --force")
-        os.replace(partial, output)
+        try:
+            os.replace(partial, output)
+        except OSError as exc:
+            raise ConversionError(
+                f"{output}: cannot put the converted image in place: {exc.strerror or exc}"
+            ) from exc
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(partial)

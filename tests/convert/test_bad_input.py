@@ -289,3 +289,14 @@ def test_empty_disk_is_refused(tmp_path: Path) -> None:
     source = tmp_path / "empty.raw"
     source.write_bytes(b"")
     _convert_fails(source, tmp_path / "out.vmdk", ImageError, "empty")
+
+
+def test_output_folder_missing_or_output_a_folder(mixed_raw: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConversionError, match="does not exist"):
+        convert_image(mixed_raw, tmp_path / "nope" / "out.vmdk")
+    folder = tmp_path / "out.vmdk"
+    folder.mkdir()
+    with pytest.raises(ConversionError, match="cannot put the converted image in place"):
+        convert_image(mixed_raw, folder, overwrite=True)
+    assert folder.is_dir() and list(folder.iterdir()) == []
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
