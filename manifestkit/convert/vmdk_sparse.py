@@ -191,7 +191,7 @@ class SparseExtentDisk:
             if base >= self.capacity:
                 return
             table = self._table(index)
-            if not table:
+            if not table or not any(table):
                 yield Extent(base, min(span, self.capacity - base), ExtentKind.UNALLOCATED)
                 continue
             for i, entry in enumerate(table):
