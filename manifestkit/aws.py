@@ -42,6 +42,12 @@ class AwsSettings:
 
 
 def make_session(settings: AwsSettings) -> boto3.Session:
+    if bool(settings.access_key) != bool(settings.secret_key):
+        # boto3 takes half a pair and fails later, inside the signer, with a TypeError
+        raise UsageError(
+            "an access key and a secret key go together; only one was given",
+            fix="pass both --aws-access-key and --aws-secret-key, or neither",
+        )
     try:
         return boto3.Session(
             profile_name=settings.profile,

@@ -13,7 +13,7 @@ from typing import Any
 import botocore.exceptions
 
 from manifestkit.errors import CredentialsError, UsageError
-from manifestkit.s3_errors import error_code, translate
+from manifestkit.s3_errors import CREDENTIAL_CODES, error_code, translate
 
 log = logging.getLogger("manifestkit")
 
@@ -33,6 +33,18 @@ def _normalise_location(constraint: str | None) -> str:
     return constraint
 
 
+def _explain_forbidden(s3: Any, bucket: str, expected_owner: str | None) -> None:
+    """A HEAD answer has no body, so a 403 does not say why; a GET does (wrong key, bad
+    signature...). Raise that error when it is about the credentials."""
+    try:
+        s3.list_objects_v2(Bucket=bucket, MaxKeys=1, **owner_args(expected_owner))
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) in CREDENTIAL_CODES:
+            raise translate(exc, bucket=bucket, action="check") from exc
+    except botocore.exceptions.BotoCoreError:
+        pass
+
+
 def bucket_region(s3: Any, bucket: str, *, expected_owner: str | None = None) -> str | None:
     """The bucket's region, or None when the bucket does not exist.
 
@@ -50,6 +62,7 @@ def bucket_region(s3: Any, bucket: str, *, expected_owner: str | None = None) ->
         if code in ("301", "PermanentRedirect", "400") and headers.get("x-amz-bucket-region"):
             return headers["x-amz-bucket-region"]
         if code in ("403", "AccessDenied"):
+            _explain_forbidden(s3, bucket, expected_owner)
             raise CredentialsError(
                 f"access to bucket {bucket!r} denied"
                 + (f" (or it is not owned by account {expected_owner})" if expected_owner else ""),

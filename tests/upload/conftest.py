@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -15,8 +14,6 @@ import pytest
 from botocore.config import Config
 
 from manifestkit.aws import AwsSettings
-
-sys.path.insert(0, os.path.dirname(__file__))
 
 _names = itertools.count()
 

@@ -11,13 +11,14 @@ import sys
 import time
 
 import pytest
-from faultproxy import FaultProxy
-from helpers import MiB, assert_parts_match, fetch_manifest, http, random_image, run_cli
 
 from manifestkit.errors import ImageError
 from manifestkit.manifest import read_manifest
 from manifestkit.presign import parse_presigned_url
 from manifestkit.workflow import UploadRequest, resume_upload, upload_image
+
+from .faultproxy import FaultProxy
+from .helpers import MiB, assert_parts_match, fetch_manifest, http, random_image, run_cli
 
 PART = 256 * 1024
 

@@ -9,8 +9,11 @@ import os
 import stat
 
 import pytest
-from faultproxy import FaultProxy
-from helpers import (
+
+from manifestkit.manifest import read_manifest
+
+from .faultproxy import FaultProxy
+from .helpers import (
     MiB,
     assert_parts_match,
     fetch_manifest,
@@ -19,8 +22,6 @@ from helpers import (
     run_cli,
     sparse_image,
 )
-
-from manifestkit.manifest import read_manifest
 
 
 def _upload(s3server, bucket, image, *extra, endpoint=None):
@@ -226,9 +227,15 @@ def test_bucket_owner_is_passed_to_every_call_that_takes_it(
 
 def test_wrong_credentials_exit_2(s3server, bucket, tmp_path, needs_signature_checks):
     image = random_image(tmp_path / "d.raw", MiB)
-    code, out, err = _upload(s3server, bucket, image, "--aws-secret-key", "wrong-secret")
+    code, out, err = _upload(s3server, bucket, image, "--aws-access-key", s3server.access_key,
+                             "--aws-secret-key", "wrong-secret")
     assert code == 2
-    assert "credentials" in err and len(err.strip().splitlines()) == 1
+    assert "SignatureDoesNotMatch" in err and len(err.strip().splitlines()) == 1
+    code, out, err = _upload(s3server, bucket, image, "--aws-access-key", "AKIDUNKNOWN",
+                             "--aws-secret-key", "wrong-secret")
+    assert code == 2 and "InvalidAccessKeyId" in err
+    code, out, err = _upload(s3server, bucket, image, "--aws-secret-key", "half-a-pair")
+    assert code == 2 and "go together" in err
 
 
 def test_not_importable_image_is_refused(s3server, bucket, tmp_path):

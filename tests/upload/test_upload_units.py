@@ -6,8 +6,6 @@ import threading
 import time
 
 import pytest
-from faultproxy import FaultProxy
-from helpers import MiB, random_image
 
 from manifestkit.aws import make_session
 from manifestkit.errors import UploadError
@@ -16,6 +14,9 @@ from manifestkit.pool import run_bounded
 from manifestkit.upload import PartUploader, default_workers
 from manifestkit.workflow import upload_s3_client
 from manifestkit.zeroparts import ZeroBlocks, range_is_hole
+
+from .faultproxy import FaultProxy
+from .helpers import MiB, random_image
 
 
 def test_pool_bounds_what_is_taken_from_the_producer():

@@ -6,12 +6,13 @@ import datetime as dt
 import json
 
 import pytest
-from helpers import MiB, http, random_image, run_cli
 
 from manifestkit.delete import delete_upload
 from manifestkit.errors import UsageError
 from manifestkit.manifest import read_manifest
 from manifestkit.workflow import UploadRequest, upload_image
+
+from .helpers import MiB, http, random_image, run_cli
 
 
 @pytest.fixture
