@@ -308,7 +308,11 @@ def _readable_xsd_problems(source: Source, limit: int = MAX_PER_RULE) -> list[Pr
     try:
         resource = xmlschema.XMLResource(data, lazy=True, defuse="always", allow="local")
         for error in _xmlschema().iter_errors(resource):
-            problems.append(Problem(error.path or "/manifest", "xsd", str(error.reason)))
+            reason = str(error.reason)
+            value = error.obj
+            if isinstance(value, (str, int)) and str(value) not in reason:
+                reason += f" (found {str(value)[:80]!r})"
+            problems.append(Problem(error.path or "/manifest", "xsd", reason))
             if len(problems) >= limit:
                 break
     except Exception:  # noqa: BLE001 - readability only; libxml2's message is already in hand
