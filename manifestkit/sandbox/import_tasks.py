@@ -177,6 +177,12 @@ class TaskStore:
                 return new
             return current
 
+    def remove(self, task_id: str) -> None:
+        """Forget a task whose creating call failed after all (it was never shown to anyone)."""
+        with self._lock:
+            self._tasks.pop(task_id, None)
+            self._cancel_events.pop(task_id, None)
+
     def stop_all(self) -> None:
         """Sandbox shutdown: every worker stops at its next checkpoint; states stay as they are."""
         with self._lock:

@@ -79,7 +79,10 @@ class MotoEc2:
             )
         with _moto_errors():
             for name in launch.group_names:
-                self.backend.get_security_group_by_name_or_id(name)
+                if self.backend.get_security_group_by_name_or_id(name) is None:
+                    raise Ec2ApiError(
+                        "InvalidGroup.NotFound", f"The security group '{name}' does not exist"
+                    )
             for group_id in launch.group_ids:
                 if self.backend.get_security_group_from_id(group_id) is None:
                     raise Ec2ApiError(
@@ -229,7 +232,10 @@ class ImportEndpoint:
             zone = request.availability_zone
         if is_dry_run(params):
             raise dry_run_error()
-        settings = self.settings()
+        try:
+            settings = self.settings()
+        except ValueError as exc:  # a bad MANIFESTKIT_SANDBOX_* value: say which
+            raise Ec2ApiError("InternalError", f"sandbox misconfigured: {exc}", 500) from None
         self.store.max_active = settings.max_active
         task = tasks.new_snapshot(
             request,
@@ -245,7 +251,7 @@ class ImportEndpoint:
             try:
                 instance_id = ec2.create_stopped_instance(request, zone)
             except Exception:
-                self.store.update(task.task_id, tasks.service_cancelled("ServerError"))
+                self.store.remove(task.task_id)  # the call failed: no task exists
                 raise
             task = self.store.update(task.task_id, lambda t: _with_instance(t, instance_id))
         env = ConversionEnvironment(

@@ -187,7 +187,14 @@ def test_import_instance_completes_and_the_instance_and_volume_exist(
 ) -> None:
     up = upload(s3, sandbox, bucket, SAMPLES / "tiny-stream.vmdk", tmp_path, file_format="VMDK")
     created = sandbox.clock.now()
-    task = start_instance_import(ec2, up, "VMDK")
+    launch = {
+        "InstanceType": "m3.medium",
+        "Architecture": "x86_64",
+        "GroupNames": ["default"],
+        "Placement": {"AvailabilityZone": ZONE},
+        "InstanceInitiatedShutdownBehavior": "terminate",
+    }
+    task = start_instance_import(ec2, up, "VMDK", LaunchSpecification=launch)
     assert task["State"] == "active"
     assert task["ConversionTaskId"].startswith("import-i-")
     expires = dt.datetime.strptime(task["ExpirationTime"], "%Y-%m-%dT%H:%M:%SZ").replace(
@@ -221,6 +228,8 @@ def test_import_instance_completes_and_the_instance_and_volume_exist(
     instance = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]
     assert [m["Ebs"]["VolumeId"] for m in instance["BlockDeviceMappings"]] == [volume_id]
     assert instance["Platform"] == "windows" and instance["Placement"]["AvailabilityZone"] == ZONE
+    assert instance["InstanceType"] == "m3.medium"
+    assert [g["GroupName"] for g in instance["SecurityGroups"]] == ["default"]
 
 
 @pytest.mark.parametrize(("sample", "fmt"), [("tiny-dynamic.vhd", "VHD"), ("tiny.raw", "RAW")])
@@ -309,6 +318,24 @@ def test_request_errors_have_ec2_codes(sandbox: Any) -> None:
             ),
             "InvalidParameterValue",
             "m9.enormous",
+        ),
+        (
+            lambda: raw.import_instance(
+                Platform="Windows",
+                DiskImages=[{"Image": image, "Volume": {"Size": 2}}],
+                LaunchSpecification={"GroupNames": ["no-such-group"]},
+            ),
+            "InvalidGroup.NotFound",
+            "no-such-group",
+        ),
+        (
+            lambda: raw.import_instance(
+                Platform="Windows",
+                DiskImages=[{"Image": image, "Volume": {"Size": 2}}],
+                LaunchSpecification={"SubnetId": "subnet-00000000"},
+            ),
+            "InvalidSubnetID.NotFound",
+            "subnet-00000000",
         ),
         (
             lambda: raw.import_volume(Image=image, Volume={"Size": 2}),
