@@ -15,7 +15,8 @@ from manifestkit.cli import main
 from manifestkit.convert import convert_image
 from manifestkit.errors import ConversionError, ImageError
 from manifestkit.images import vmdk
-from tests.convert.conftest import assert_same_disk, needs_qemu, qemu, qemu_make
+
+from .helpers import assert_same_disk, needs_qemu, qemu, qemu_make
 
 pytestmark = needs_qemu
 

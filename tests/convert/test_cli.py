@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from manifestkit.cli import main
-from tests.convert.conftest import assert_same_disk, needs_qemu, qemu_make
+
+from .helpers import assert_same_disk, needs_qemu, qemu_make
 
 pytestmark = needs_qemu
 

@@ -12,7 +12,8 @@ from manifestkit.convert import convert_image, importable_copy, open_disk
 from manifestkit.convert.disk import ExtentKind
 from manifestkit.errors import ConversionError
 from manifestkit.images import inspect_image
-from tests.convert.conftest import SOURCES, assert_same_disk, needs_qemu, qemu, qemu_make
+
+from .helpers import SOURCES, assert_same_disk, needs_qemu, qemu, qemu_make
 
 pytestmark = needs_qemu
 

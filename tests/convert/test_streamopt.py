@@ -14,7 +14,8 @@ from manifestkit.convert import convert_image, open_disk
 from manifestkit.convert.disk import Extent, ExtentKind
 from manifestkit.convert.streamopt import GRAIN_BYTES, GT_SPAN, geometry, write_stream_optimized
 from manifestkit.images import vmdk
-from tests.convert.conftest import assert_same_disk, needs_qemu, qemu
+
+from .helpers import assert_same_disk, needs_qemu, qemu
 
 MiB = 1024 * 1024
 
