@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser = subparsers.add_parser(
         "sandbox",
         parents=[common],
-        help="run an offline S3 + EC2 import endpoint on loopback (for trying things out and tests)",
+        help="run an offline S3 + EC2 import endpoint on loopback (to try things out, tests)",
         description="Serve moto's S3 and EC2, behind the signature, method and expiry checks real "
         "S3 makes, plus the ImportInstance/ImportVolume endpoint, on one loopback port. Prints "
         "the environment variables to export, then runs until Ctrl-C. Credentials are throwaway "

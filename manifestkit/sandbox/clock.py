@@ -18,7 +18,7 @@ def _real_utc_now() -> datetime:
 
 
 class SandboxClock:
-    """Thread-safe adjustable UTC clock: ``now()``, ``advance(seconds)``, ``set(when)``, ``reset()``."""
+    """Thread-safe adjustable UTC clock: ``now()``, ``advance(s)``, ``set(when)``, ``reset()``."""
 
     def __init__(self, source: Callable[[], datetime] = _real_utc_now) -> None:
         self._source = source
@@ -38,7 +38,7 @@ class SandboxClock:
         return self.now()
 
     def set(self, when: datetime) -> datetime:
-        """Make ``now()`` return ``when`` (naive datetimes are taken as UTC); time flows on from there."""
+        """Make ``now()`` return ``when`` (naive means UTC); time flows on from there."""
         if when.tzinfo is None:
             when = when.replace(tzinfo=timezone.utc)
         with self._lock:

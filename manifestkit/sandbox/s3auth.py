@@ -127,7 +127,7 @@ class ParsedAuth:
 
 @dataclass(frozen=True)
 class AuthResult:
-    """A verified request: who signed it, for which region and service, and until when it is valid."""
+    """A verified request: who signed it, for which region and service, valid until when."""
 
     access_key: str
     account_id: str
@@ -289,7 +289,9 @@ def _parse_header_auth(header: str, environ: Mapping[str, Any]) -> ParsedAuth:
         name, sep, value = item.strip().partition("=")
         if sep:
             fields[name] = value
-    missing = [name for name in ("Credential", "SignedHeaders", "Signature") if not fields.get(name)]
+    missing = [
+        name for name in ("Credential", "SignedHeaders", "Signature") if not fields.get(name)
+    ]
     if missing:
         raise AuthError(
             Failure.MALFORMED,

@@ -1,11 +1,11 @@
 """The sandbox server: moto's S3 and EC2 behind SigV4 checks, plus a hook for the import endpoint.
 
 One threaded werkzeug server on one loopback port serves both services; a request goes to S3 or
-EC2 by the service in its SigV4 credential scope (``.../us-east-1/s3/aws4_request`` or ``.../ec2/...``),
-and an unsigned request is EC2 when it carries an ``Action`` parameter, S3 otherwise. Presigned S3
-URLs are path style on 127.0.0.1 (``http://127.0.0.1:PORT/bucket/key?X-Amz-...``), so
-``s3_endpoint_url == ec2_endpoint_url``; clients use ``AWS_ENDPOINT_URL_S3`` and
-``AWS_ENDPOINT_URL_EC2`` as usual.
+EC2 by the service in its SigV4 credential scope (``.../us-east-1/s3/aws4_request`` or
+``.../ec2/...``), and an unsigned request is EC2 when it carries an ``Action`` parameter, S3
+otherwise. Presigned S3 URLs are path style on 127.0.0.1
+(``http://127.0.0.1:PORT/bucket/key?X-Amz-...``), so ``s3_endpoint_url == ec2_endpoint_url``;
+clients use ``AWS_ENDPOINT_URL_S3`` and ``AWS_ENDPOINT_URL_EC2`` as usual.
 
 Middleware chain, per request::
 
@@ -50,9 +50,9 @@ format, and ``new_request_id()`` makes a RequestId.
   through their presigned URLs with urllib/http.client — the same path the real importer takes, and
   the SigV4 checks apply);
 * ``account_id``: the primary credential's moto account (123456789012 by default);
-* ``ec2_backend(region, account_id=None)`` / ``s3_backend(account_id=None)``: moto's backend objects,
-  e.g. ``ec2_backend("us-east-1").run_instances(...)`` / ``.create_volume(...)`` so the instance or
-  volume a completed task names shows up in DescribeInstances / DescribeVolumes;
+* ``ec2_backend(region, account_id=None)`` / ``s3_backend(account_id=None)``: moto's backend
+  objects, e.g. ``ec2_backend("us-east-1").run_instances(...)`` / ``.create_volume(...)`` so the
+  instance or volume a completed task names shows up in DescribeInstances / DescribeVolumes;
 * ``submit(fn, *args, **kwargs) -> Future``: run a background task (conversion) on the sandbox's
   thread pool; ``stopping`` (threading.Event) is set when the sandbox stops — long tasks check it
   and return; pending tasks are cancelled at stop;
@@ -72,6 +72,7 @@ import io
 import ipaddress
 import json
 import logging
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -267,6 +268,24 @@ class SandboxApp:
                     self._apps[service] = app
         return app
 
+    def _call_moto(
+        self, service: str, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """moto's answer; a moto crash becomes the service's own error instead of an HTML page."""
+        try:
+            return self._moto_app(service)(environ, start_response)
+        except Exception as exc:  # noqa: BLE001 - answer in the service's format, keep serving
+            log.debug("moto failed on %s %s", service, environ.get("PATH_INFO"), exc_info=True)
+            unsupported = isinstance(exc, NotImplementedError)
+            status = 501 if unsupported else 500
+            code = "NotImplemented" if unsupported else "InternalError"
+            message = f"the sandbox (moto) cannot do this: {type(exc).__name__}: {exc}"
+            if service == "s3":
+                answer = s3_error(code, message, status)
+            else:
+                answer = ec2_error(code, message, status)
+            return self._answer(environ, start_response, answer)
+
     def warm_up(self, services: Iterable[str] = ("s3",)) -> None:
         for service in services:
             self._moto_app(service)
@@ -313,7 +332,13 @@ class SandboxApp:
         # moto takes the account from this header; presigned requests would otherwise all land
         # in its default account.
         environ["HTTP_X_MOTO_ACCOUNT_ID"] = result.account_id
-        return self._moto_app("s3")(environ, start_response)
+        if environ.get("REQUEST_METHOD") == "PUT" and environ.get("CONTENT_TYPE", "").startswith(
+            "application/x-www-form-urlencoded"
+        ):
+            # S3 stores a PUT body whatever its type, but Flask would parse this one as a form
+            # and moto would store nothing (urllib and `curl --data` send this type by default).
+            environ["CONTENT_TYPE"] = "binary/octet-stream"
+        return self._call_moto("s3", environ, start_response)
 
     # ------------------------------------------------------------------ EC2 and others
 
@@ -336,14 +361,14 @@ class SandboxApp:
         environ[ENV_AUTH] = result
         environ["HTTP_X_MOTO_ACCOUNT_ID"] = result.account_id
         if parsed.service != "ec2":
-            return self._moto_app(parsed.service)(environ, start_response)
+            return self._call_moto(parsed.service, environ, start_response)
         params = _query_params(environ, body)
         environ[ENV_PARAMS] = params
         if params.get("Action") in IMPORT_ACTIONS:
             answer = self._import_hook(environ)
             if answer is not None:
                 return self._answer(environ, start_response, answer)
-        return self._moto_app("ec2")(environ, start_response)
+        return self._call_moto("ec2", environ, start_response)
 
     def _import_hook(self, environ: dict[str, Any]) -> Response | None:
         import importlib
@@ -452,7 +477,7 @@ def _json(status: int, document: Any) -> Response:
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:
-    """The whole (small: EC2 Query, control) body; wsgi.input is replaced so it can be read again."""
+    """The whole (small: EC2 Query, control) body; wsgi.input is replaced to be read again."""
     cached = environ.get("manifestkit.sandbox.body")
     if cached is not None:
         return cached
@@ -493,6 +518,19 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError:
+        listener.close()
+        raise
+    return listener
 
 
 class Sandbox:
@@ -573,16 +611,24 @@ class Sandbox:
         def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
             return holder["app"](environ, start_response)
 
+        # Bind here: werkzeug prints and calls sys.exit(1) when its own bind fails.
         try:
-            self._server = make_server(
-                self.host, self._requested_port, app, threaded=True, request_handler=QuietHandler
-            )
+            listener = _listen(self.host, self._requested_port)
         except OSError as exc:
             self._executor.shutdown(wait=False)
             raise UsageError(
                 f"cannot listen on {self.host}:{self._requested_port}: {exc.strerror or exc}",
                 fix="pick another --port (or omit it for a free one)",
             ) from exc
+        with listener:
+            self._server = make_server(
+                self.host,
+                listener.getsockname()[1],
+                app,
+                threaded=True,
+                request_handler=QuietHandler,
+                fd=listener.fileno(),
+            )
         # werkzeug reports a crashed request through its own logger; keep it off stderr
         self._server.log = lambda type_, message, *args: log.debug(
             "sandbox http %s: " + message, type_, *args
@@ -649,7 +695,7 @@ class Sandbox:
     def port(self) -> int:
         if self._server is None:
             raise RemoteError("the sandbox is not running", fix="start() it first")
-        return int(self._server.server_port)
+        return int(self._server.server_address[1])
 
     def _url(self) -> str:
         host = self.host
