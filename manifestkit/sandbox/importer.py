@@ -21,6 +21,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -224,7 +225,7 @@ class ImportEndpoint:
         if action == "ImportInstance":
             request = parse_import_instance(params, zones, region)
             ec2.check_launch(request)
-            zone = request.launch.availability_zone or min(zones)
+            zone = request.launch.availability_zone or (min(zones) if zones else f"{region}a")
             if request.launch.subnet_id:
                 zone = ec2.backend.get_subnet(request.launch.subnet_id).availability_zone
         else:
@@ -298,8 +299,6 @@ class ImportEndpoint:
 
 
 def _with_instance(task: TaskSnapshot, instance_id: str) -> TaskSnapshot:
-    from dataclasses import replace
-
     return replace(task, instance_id=instance_id)
 
 
