@@ -8,16 +8,24 @@ ImportVolume, and with ``--wait`` follow the task to its end. The classic ``ec2-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import shlex
 import sys
+import tempfile
 from typing import Any
 
 from tqdm import tqdm
 
 from manifestkit.cli._aws_options import add_aws_options, aws_settings_for
 from manifestkit.cli._output import emit, progress_for
-from manifestkit.cli.tasks import add_interval_option, format_change, format_task, poll_interval
+from manifestkit.cli.tasks import (
+    ChangeFilter,
+    add_interval_option,
+    format_change,
+    format_task,
+    poll_interval,
+)
 from manifestkit.ec2 import SHUTDOWN_BEHAVIORS, ConversionTask, LaunchSpec, WaitSettings
 from manifestkit.errors import UsageError
 from manifestkit.parts import DEFAULT_PART_SIZE
@@ -307,13 +315,27 @@ def _on_update_printer(args: argparse.Namespace) -> Any:
     if args.quiet:
         return None
 
+    news = ChangeFilter()
+
     def show(task: ConversionTask) -> None:
-        tqdm.write(format_change(task), file=sys.stderr)  # above the progress bar, if any
+        if news(task):
+            tqdm.write(format_change(task), file=sys.stderr)  # above the progress bar, if any
 
     return show
 
 
 def _run(args: argparse.Namespace, action: str, build: Any, start: Any, check: Any) -> int:
+    with contextlib.ExitStack() as scratch:
+        if args.local and not args.state_dir:
+            # the upload record is useless once the embedded sandbox is gone: keep it out of
+            # the image's directory
+            args.state_dir = scratch.enter_context(
+                tempfile.TemporaryDirectory(prefix="manifestkit-local-")
+            )
+        return _run_in(args, action, build, start, check)
+
+
+def _run_in(args: argparse.Namespace, action: str, build: Any, start: Any, check: Any) -> int:
     request = build(args)  # bad input fails here, before anything starts
     try:
         with aws_settings_for(args) as settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -132,6 +133,26 @@ def format_change(task: ConversionTask) -> str:
 
 # --------------------------------------------------------------------------- watching
 
+_NUMBERS = re.compile(r"\d+(?:\.\d+)?")
+
+
+class ChangeFilter:
+    """Decides which changes are worth a line: a new state or a new kind of status message, and
+    progress only in steps of a tenth ("Progress: 61%" -> "62%" is not news; 60% -> 70% is)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[str, str, int]] = {}
+
+    def __call__(self, task: ConversionTask) -> bool:
+        shape = _NUMBERS.sub("#", task.status_message)
+        tenth = 10 * task.bytes_converted // task.image_bytes if task.image_bytes else 0
+        key = (task.state, shape, tenth)
+        if self._last.get(task.id) == key:
+            return False
+        self._last[task.id] = key
+        return True
+
+
 
 class TaskBars:
     """One tqdm bar per task on a terminal; one line per change otherwise (never per poll)."""
@@ -142,6 +163,7 @@ class TaskBars:
         self._quiet = quiet
         self._bars: dict[str, tqdm] = {}
         self._done: dict[str, int] = {}
+        self._news = ChangeFilter()
 
     def poll(self, tasks: list[ConversionTask]) -> None:
         if not self._tty:
@@ -168,6 +190,8 @@ class TaskBars:
             bar.set_postfix_str(task.state, refresh=True)
 
     def change(self, task: ConversionTask) -> None:
+        if not self._news(task):
+            return
         line = format_change(task)
         if self._tty:
             tqdm.write(line, file=self._stream)

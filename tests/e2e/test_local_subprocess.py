@@ -1,0 +1,120 @@
+"""Real ``manifestkit`` processes: the README's first command with ``--local``, and ``tasks --watch``
+writing to pipes (not a terminal)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "samples"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """A new user's environment: no AWS credentials, no region, no config files."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MANIFESTKIT_"))}
+    env.update(
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    env.update(extra)
+    return env
+
+
+def manifestkit(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "manifestkit", *args], env=env, cwd=cwd, capture_output=True,
+        text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.slow
+def test_readme_first_command_import_instance_local_wait(tmp_path: Path) -> None:
+    shutil.copytree(SAMPLES, tmp_path / "samples")
+    started = time.monotonic()
+    done = manifestkit(
+        ["import-instance", "samples/tiny-stream.vmdk", "-p", "Linux", "--local", "--wait"],
+        clean_env(), tmp_path,
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    first = done.stdout.splitlines()[0].split()
+    assert first[0].startswith("import-i-") and first[1] == "completed"
+    assert re.search(r"^  instance   i-[0-9a-f]+$", done.stdout, re.M)
+    assert re.search(r"^  volume     vol-[0-9a-f]+$", done.stdout, re.M)
+    size = (SAMPLES / "tiny-stream.vmdk").stat().st_size
+    assert f"({100}%)" in done.stdout and str(size) not in done.stderr
+    # nothing left beside the image: the upload record of a throwaway sandbox is thrown away too
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == sorted(
+        p.name for p in SAMPLES.iterdir()
+    )
+    assert "Traceback" not in done.stderr
+    assert elapsed < 60
+
+
+@pytest.mark.slow
+def test_import_volume_local_wait_json(tmp_path: Path) -> None:
+    shutil.copyfile(SAMPLES / "tiny.raw", tmp_path / "tiny.raw")
+    done = manifestkit(
+        ["import-volume", "tiny.raw", "-z", "us-east-1b", "-s", "2", "--local", "--wait",
+         "--output", "json"],
+        clean_env(), tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    task = json.loads(done.stdout)["task"]
+    assert task["state"] == "completed" and task["kind"] == "volume"
+    assert task["availability_zone"] == "us-east-1b" and task["volume_gib"] == 2
+    assert task["volume_ids"] and task["bytes_converted"] == (tmp_path / "tiny.raw").stat().st_size
+
+
+def test_tasks_and_dry_run_work_with_local(tmp_path: Path) -> None:
+    shutil.copyfile(SAMPLES / "tiny.raw", tmp_path / "tiny.raw")
+    done = manifestkit(["tasks", "--local"], clean_env(), tmp_path)
+    assert (done.returncode, done.stdout) == (0, "no conversion tasks\n"), done.stderr
+    done = manifestkit(
+        ["import-instance", "tiny.raw", "-p", "Windows", "--local", "--dry-run"], clean_env(),
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "would have been allowed" in done.stdout
+
+
+def test_tasks_watch_in_a_pipe_prints_a_line_per_change(
+    sandbox: Any, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from manifestkit.workflow import ImportVolumeRequest, UploadRequest, import_volume
+
+    # the sandbox runs in this process: pace its transfer so there is something to watch
+    monkeypatch.setenv("MANIFESTKIT_SANDBOX_PART_DELAY", "0.15")
+    shutil.copyfile(SAMPLES / "tiny.raw", tmp_path / "tiny.raw")
+    task = import_volume(
+        ImportVolumeRequest(
+            availability_zone="us-east-1a",
+            upload=UploadRequest(image=str(tmp_path / "tiny.raw"), bucket=bucket, part_size=4096),
+        ),
+        sandbox.aws_settings(),
+    )
+    env = clean_env(**sandbox.env())
+    done = manifestkit(["tasks", task.id, "--watch", "--interval", "0.05"], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert "\r" not in done.stderr and "\x1b" not in done.stderr  # no progress bar off a TTY
+    pattern = re.compile(rf"^\d\d:\d\d:\d\d {task.id} (active|completed)(: .*)?( \[.*\])?( -> .*)?$")
+    assert lines and all(pattern.match(line) for line in lines), lines
+    # one line per state/status change, never one per poll (the transfer lasts >1 s = 20+ polls)
+    assert len(lines) == len(set(lines)) and len(lines) <= 6, lines
+    assert lines[-1].split()[2] == "completed"
+    assert done.stdout.splitlines()[0] == f"{task.id}  completed" or done.stdout.startswith(
+        f"{task.id}  completed"
+    )
