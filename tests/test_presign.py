@@ -20,15 +20,26 @@ from manifestkit.buckets import bucket_name_problem, validate_bucket_name
 from manifestkit.errors import CredentialsError, UsageError
 from manifestkit.presign import (
     MAX_EXPIRES,
-    Presigner,
     PresignedUrlError,
+    Presigner,
     parse_presigned_url,
     signed_method,
     verify_presigned_url,
 )
 
+
+@pytest.fixture(autouse=True)
+def _log_reaches_caplog(monkeypatch):
+    """The CLI's main() stops 'manifestkit' propagating (its own handler); caplog needs it."""
+    monkeypatch.setattr(logging.getLogger("manifestkit"), "propagate", True)
+
+
 FROZEN = dt.datetime(2026, 11, 27, 13, 59, 58)  # naive UTC, as botocore's clock returns it
-ACCESS, SECRET, TOKEN = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "FwoG/Zm9v+YmFy=="
+ACCESS, SECRET, TOKEN = (
+    "AKIDEXAMPLE",
+    "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+    "FwoG/Zm9v+YmFy==",
+)
 
 KEYS = [
     "k",
@@ -40,7 +51,7 @@ KEYS = [
     "percent%20literal/%2F/%",
     "unicode/é/日本語/ünï.vmdk",
     "deep/" + "/".join(f"level{i}" for i in range(40)) + "/leaf",
-    "sym/&=?#;:@$,[]{}|\\^`\"<>",
+    'sym/&=?#;:@$,[]{}|\\^`"<>',
     "dots/./../x",
     "double//slash/",
     "/leading-slash",
@@ -58,8 +69,12 @@ ENDPOINTS = [
     "http://[::1]:9000",
 ]
 STYLES = ["auto", "virtual", "path"]
-OPS = [("HEAD", "head_object"), ("GET", "get_object"), ("DELETE", "delete_object"),
-       ("PUT", "put_object")]
+OPS = [
+    ("HEAD", "head_object"),
+    ("GET", "get_object"),
+    ("DELETE", "delete_object"),
+    ("PUT", "put_object"),
+]
 
 
 def botocore_client(region: str, endpoint: str | None, style: str, token: str | None):
@@ -70,13 +85,17 @@ def botocore_client(region: str, endpoint: str | None, style: str, token: str | 
     """
     s3 = {"addressing_style": style}
     if endpoint is None:
-        s3 = {"addressing_style": "path" if style == "path" else "virtual",
-              "us_east_1_regional_endpoint": "regional"}
+        s3 = {
+            "addressing_style": "path" if style == "path" else "virtual",
+            "us_east_1_regional_endpoint": "regional",
+        }
     session = boto3.Session(
         aws_access_key_id=ACCESS, aws_secret_access_key=SECRET, aws_session_token=token
     )
     return session.client(
-        "s3", region_name=region, endpoint_url=endpoint,
+        "s3",
+        region_name=region,
+        endpoint_url=endpoint,
         config=Config(signature_version="s3v4", s3=s3),
     )
 
@@ -92,7 +111,9 @@ def botocore_quirk(endpoint: str | None, style: str, bucket: str) -> bool:
     """botocore puts a dotted bucket in front of an IP address (http://my.bucket.127.0.0.1:9000),
     a host name that cannot resolve; we use path style there. Documented, not compared."""
     return (
-        endpoint is not None and style == "virtual" and "." in bucket
+        endpoint is not None
+        and style == "virtual"
+        and "." in bucket
         and any(ip in endpoint for ip in ("127.0.0.1", "[::1]"))
     )
 
@@ -110,8 +131,12 @@ CASES = [
 def test_byte_identical_to_botocore(region, endpoint, style, token):
     client = botocore_client(region, endpoint, style, token)
     ours = Presigner(
-        ReadOnlyCredentials(ACCESS, SECRET, token), region, endpoint_url=endpoint,
-        addressing_style=style, expires_in=MAX_EXPIRES, now=FROZEN,
+        ReadOnlyCredentials(ACCESS, SECRET, token),
+        region,
+        endpoint_url=endpoint,
+        addressing_style=style,
+        expires_in=MAX_EXPIRES,
+        now=FROZEN,
     )
     compared = 0
     for bucket, key, (method, op) in itertools.product(BUCKETS, KEYS, OPS):
@@ -126,31 +151,41 @@ def test_byte_identical_to_botocore(region, endpoint, style, token):
 @pytest.mark.parametrize("expires", [1, 3600, 86399, MAX_EXPIRES])
 def test_expiry_values_match_botocore(expires):
     client = botocore_client("eu-west-1", None, "virtual", None)
-    ours = Presigner(ReadOnlyCredentials(ACCESS, SECRET, None), "eu-west-1",
-                     expires_in=expires, now=FROZEN)
-    assert ours.url("GET", "b-1", "x/y") == botocore_url(client, "get_object", "b-1", "x/y", expires)
+    ours = Presigner(
+        ReadOnlyCredentials(ACCESS, SECRET, None), "eu-west-1", expires_in=expires, now=FROZEN
+    )
+    assert ours.url("GET", "b-1", "x/y") == botocore_url(
+        client, "get_object", "b-1", "x/y", expires
+    )
 
 
 def test_aware_and_naive_now_sign_the_same():
     creds = ReadOnlyCredentials(ACCESS, SECRET, None)
     naive = Presigner(creds, "eu-west-1", now=FROZEN)
-    aware = Presigner(creds, "eu-west-1",
-                      now=FROZEN.replace(tzinfo=dt.timezone.utc).astimezone(
-                          dt.timezone(dt.timedelta(hours=5))))
+    aware = Presigner(
+        creds,
+        "eu-west-1",
+        now=FROZEN.replace(tzinfo=dt.timezone.utc).astimezone(dt.timezone(dt.timedelta(hours=5))),
+    )
     assert naive.url("GET", "b-1", "k") == aware.url("GET", "b-1", "k")
 
 
 def test_botocore_signer_verifies_canonical_request():
     """botocore's own S3SigV4QueryAuth, fed the same request and timestamp, gives our signature."""
-    ours = Presigner(ReadOnlyCredentials(ACCESS, SECRET, TOKEN), "eu-west-1",
-                     endpoint_url="http://127.0.0.1:9000", now=FROZEN)
+    ours = Presigner(
+        ReadOnlyCredentials(ACCESS, SECRET, TOKEN),
+        "eu-west-1",
+        endpoint_url="http://127.0.0.1:9000",
+        now=FROZEN,
+    )
     for key in KEYS:
         for method in ("HEAD", "GET", "DELETE"):
             url = ours.url(method, "my-bucket", key)
             unsigned = url.split("?", 1)[0]
             request = AWSRequest(method=method, url=unsigned)
-            signer = S3SigV4QueryAuth(Credentials(ACCESS, SECRET, TOKEN), "s3", "eu-west-1",
-                                      expires=MAX_EXPIRES)
+            signer = S3SigV4QueryAuth(
+                Credentials(ACCESS, SECRET, TOKEN), "s3", "eu-west-1", expires=MAX_EXPIRES
+            )
             with mock.patch("botocore.auth.get_current_datetime", return_value=FROZEN):
                 signer.add_auth(request)
             assert request.url == url
@@ -210,9 +245,15 @@ def test_from_session_uses_boto3_chain_and_configured_endpoint(monkeypatch):
 
 
 def test_from_session_without_credentials(monkeypatch):
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-                 "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"):
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     session = boto3.Session(region_name="eu-west-1")
@@ -228,8 +269,12 @@ def test_from_session_without_region(monkeypatch):
 
 
 def test_warns_for_session_token(caplog):
-    session = boto3.Session(aws_access_key_id=ACCESS, aws_secret_access_key=SECRET,
-                            aws_session_token=TOKEN, region_name="eu-west-1")
+    session = boto3.Session(
+        aws_access_key_id=ACCESS,
+        aws_secret_access_key=SECRET,
+        aws_session_token=TOKEN,
+        region_name="eu-west-1",
+    )
     with caplog.at_level(logging.WARNING, logger="manifestkit"):
         Presigner.from_session(session, AwsSettings(), now=FROZEN)
     assert "temporary" in caplog.text
@@ -255,8 +300,9 @@ def test_warns_when_credentials_expire_before_urls(caplog):
 
 
 def test_no_warning_for_long_term_credentials(caplog):
-    session = boto3.Session(aws_access_key_id=ACCESS, aws_secret_access_key=SECRET,
-                            region_name="eu-west-1")
+    session = boto3.Session(
+        aws_access_key_id=ACCESS, aws_secret_access_key=SECRET, region_name="eu-west-1"
+    )
     with caplog.at_level(logging.WARNING, logger="manifestkit"):
         Presigner.from_session(session, AwsSettings(), now=FROZEN)
     assert caplog.text == ""
@@ -323,8 +369,23 @@ def test_parse_refuses_non_sigv4(url):
 
 @pytest.mark.parametrize(
     "name",
-    ["ab", "a" * 64, "My-Bucket", "my_bucket", "-bucket", "bucket-", "my..bucket", "192.168.5.4",
-     "xn--bucket", "bucket-s3alias", "bucket--ol-s3", "my.-bucket", "bucket!", "", "sthree-x"],
+    [
+        "ab",
+        "a" * 64,
+        "My-Bucket",
+        "my_bucket",
+        "-bucket",
+        "bucket-",
+        "my..bucket",
+        "192.168.5.4",
+        "xn--bucket",
+        "bucket-s3alias",
+        "bucket--ol-s3",
+        "my.-bucket",
+        "bucket!",
+        "",
+        "sthree-x",
+    ],
 )
 def test_bucket_names_s3_refuses(name):
     assert bucket_name_problem(name) is not None

@@ -14,6 +14,9 @@ from manifestkit.manifest import write_manifest
 from manifestkit.parts import PartPlan
 from manifestkit.presign import Presigner
 
+XXE_DOC = b"""<?xml version="1.0"?>
+<!DOCTYPE manifest [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<manifest><version>&xxe;</version></manifest>"""
 FROZEN = dt.datetime(2026, 11, 27, 12, 0, 0, tzinfo=dt.timezone.utc)
 CREDS = ReadOnlyCredentials("AKIDMANIFEST", "manifest-secret", None)
 BUCKET = "my-bucket"
@@ -36,8 +39,14 @@ def build(
 ) -> bytes:
     plan = PartPlan(file_bytes, part_size, basename, prefix, upload_id="0f0e0d0c-uuid")
     out = io.BytesIO()
-    write_manifest(out, plan=plan, file_format=file_format, bucket=BUCKET,
-                   presigner=signer or presigner(endpoint), volume_gib=volume_gib)
+    write_manifest(
+        out,
+        plan=plan,
+        file_format=file_format,
+        bucket=BUCKET,
+        presigner=signer or presigner(endpoint),
+        volume_gib=volume_gib,
+    )
     return out.getvalue()
 
 

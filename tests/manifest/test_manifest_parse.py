@@ -66,8 +66,9 @@ def test_sources_path_bytes_and_stream(tmp_path):
 
 
 def test_delete_url_is_optional():
-    doc = mutate(build(100, 30), lambda root: [
-        p.remove(p.find("delete-url")) for p in root.iter("part")])
+    doc = mutate(
+        build(100, 30), lambda root: [p.remove(p.find("delete-url")) for p in root.iter("part")]
+    )
     header, parts = read_manifest(doc)
     assert all(p.delete_url is None for p in parts)
     assert [p.rule for p in validate_manifest(doc) if p.severity == "error"] == []
@@ -140,7 +141,9 @@ def test_xxe_never_reads_the_file(monkeypatch):
 
     real_open = builtins.open
     opened = []
-    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: opened.append(f) or real_open(f, *a, **k))
+    monkeypatch.setattr(
+        builtins, "open", lambda f, *a, **k: opened.append(f) or real_open(f, *a, **k)
+    )
     with pytest.raises(ManifestError):
         validate_manifest(XXE)
     assert "/etc/passwd" not in map(str, opened)

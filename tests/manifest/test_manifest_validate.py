@@ -10,8 +10,8 @@ import pytest
 from botocore.credentials import ReadOnlyCredentials
 from lxml import etree
 
-from manifestkit.manifest import check_manifest, errors_only, validate_manifest
 from manifestkit.errors import ManifestError
+from manifestkit.manifest import check_manifest, errors_only, validate_manifest
 
 from .conftest import CREDS, FROZEN, build, mutate, presigner
 
@@ -37,8 +37,12 @@ def test_valid_manifest_has_no_errors():
 
 
 def test_valid_on_custom_endpoint_path_and_virtual():
-    assert errors_only(validate_manifest(build(100, 30, endpoint="http://127.0.0.1:9000"),
-                                         credentials=CREDS)) == []
+    assert (
+        errors_only(
+            validate_manifest(build(100, 30, endpoint="http://127.0.0.1:9000"), credentials=CREDS)
+        )
+        == []
+    )
     virtual = presigner("http://localhost:9000", addressing_style="virtual")
     doc = build(100, 30, signer=virtual)
     assert b"http://my-bucket.localhost:9000/imports/" in doc

@@ -1,0 +1,295 @@
+"""``manifestkit manifest`` (offline) and ``manifestkit validate`` through the real entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from botocore.credentials import ReadOnlyCredentials
+
+from manifestkit.cli import main
+from manifestkit.manifest import read_manifest, validate_manifest
+from manifestkit.presign import parse_presigned_url, signed_method
+
+from .conftest import XXE_DOC, build, mutate
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+TEST_CREDS = ReadOnlyCredentials("testing", "testing", None)  # conftest's throwaway keys
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails the test."""
+    attempts: list[object] = []
+
+    def refuse(self, address, *args, **kwargs):
+        attempts.append(address)
+        raise AssertionError(f"network call to {address!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", lambda address, *a, **k: refuse(None, address))
+    yield attempts
+    assert attempts == []
+
+
+@pytest.fixture
+def image(tmp_path) -> Path:
+    path = tmp_path / "disk.raw"
+    path.write_bytes(os.urandom(25 * 1024 + 7))
+    return path
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_manifest_offline_writes_0600_file(tmp_path, image, capsys, monkeypatch, no_network):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(
+        capsys,
+        "manifest",
+        str(image),
+        "--bucket",
+        "my-bucket",
+        "--prefix",
+        "imports/",
+        "--part-size",
+        "10KiB",
+        "--s3-endpoint-url",
+        "http://10.255.255.1:9",
+        "--region",
+        "eu-west-1",
+    )
+    assert code == 0, err
+    target = tmp_path / "disk.rawmanifest.xml"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert "wrote disk.rawmanifest.xml: 3 part(s)" in out
+    header, parts = read_manifest(target)
+    assert (header.size, header.volume_size, header.file_format) == (25 * 1024 + 7, 1, "RAW")
+    assert [p.end for p in parts] == [10239, 20479, 25 * 1024 + 6]
+    assert parts[0].key.startswith("imports/") and parts[0].key.endswith("/disk.raw.part0")
+    info = parse_presigned_url(parts[0].get_url)
+    assert info.host == "10.255.255.1:9" and info.region == "eu-west-1"
+    assert signed_method(info, "testing") == "GET"
+    assert validate_manifest(target, credentials=TEST_CREDS) == []
+
+
+def test_manifest_regional_aws_endpoint_json(tmp_path, image, capsys, monkeypatch, no_network):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(
+        capsys,
+        "manifest",
+        str(image),
+        "--bucket",
+        "my-bucket",
+        "--output",
+        "json",
+        "-o",
+        "m.xml",
+        "--expires",
+        "2.5",
+    )
+    assert code == 0, err
+    doc = json.loads(out)  # exactly one JSON document
+    assert doc["manifest"] == str(tmp_path / "m.xml")
+    assert doc["part_count"] == 1 and doc["bucket"] == "my-bucket"
+    assert doc["manifest_key"].endswith("/disk.rawmanifest.xml")
+    assert doc["region"] == "us-east-1"
+    header, parts = read_manifest(tmp_path / "m.xml")
+    assert parts[0].head_url.startswith("https://my-bucket.s3.us-east-1.amazonaws.com/")
+    info = parse_presigned_url(header.self_destruct_url)
+    assert info.expires_in == 216000 and info.key == doc["manifest_key"]
+
+
+def test_manifest_to_stdout(image, capsys, no_network):
+    code, out, err = run(capsys, "manifest", str(image), "--bucket", "my-bucket", "-o", "-")
+    assert code == 0, err
+    assert out.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<manifest>')
+    assert read_manifest(out.encode())[0].part_count == 1
+
+
+def test_manifest_vmdk_sample_volume_from_capacity(tmp_path, capsys, no_network):
+    sample = SAMPLES / "tiny-stream.vmdk"
+    if not sample.exists():
+        pytest.skip("samples/tiny-stream.vmdk not built")
+    code, out, err = run(
+        capsys,
+        "manifest",
+        str(sample),
+        "--bucket",
+        "my-bucket",
+        "-o",
+        str(tmp_path / "m.xml"),
+        "--volume-size",
+        "3",
+        "--output",
+        "json",
+    )
+    assert code == 0, err
+    header, _ = read_manifest(tmp_path / "m.xml")
+    assert header.file_format == "VMDK" and header.volume_size == 3
+    assert header.size == sample.stat().st_size
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--bucket", "Bad_Bucket"], "invalid bucket name 'Bad_Bucket'"),
+        (["--bucket", "ab"], "3 to 63 characters"),
+        (["--bucket", "192.168.1.1"], "IP address"),
+        (["--bucket", "xn--abc"], "reserved prefix"),
+        (["--bucket", "my-bucket", "--part-size", "0"], "part size 0 is out of range"),
+        (["--bucket", "my-bucket", "--part-size", "6GiB"], "out of range"),
+        (["--bucket", "my-bucket", "--part-size", "ten"], "invalid size"),
+        (["--bucket", "my-bucket", "--expires", "8"], "longer than S3 allows"),
+        (["--bucket", "my-bucket", "--expires", "0"], "not a positive number"),
+        (["--bucket", "my-bucket", "--expires", "soon"], "invalid --expires"),
+        (["--bucket", "my-bucket", "--volume-size", "0"], "volume size 0 GiB is invalid"),
+        (["--bucket", "my-bucket", "--format", "VHD"], "--format VHD"),
+        (["--bucket", "my-bucket", "-o", "-", "--output", "json"], "both want stdout"),
+    ],
+)
+def test_manifest_bad_input(tmp_path, image, capsys, monkeypatch, args, words):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "manifest", str(image), *args)
+    assert code == 2
+    assert words in err
+    assert err.startswith("manifestkit: error: ") and err.count("\n") == 1
+    assert not (tmp_path / "disk.rawmanifest.xml").exists()
+
+
+def test_part_size_too_small_for_image(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    big = tmp_path / "big.raw"
+    with open(big, "wb") as f:
+        f.truncate(2 * 1024**3)
+    code, _, err = run(capsys, "manifest", str(big), "--bucket", "my-bucket", "--part-size", "1K")
+    assert code == 2 and "choose a larger --part-size" in err
+
+
+def test_volume_below_capacity_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    img = tmp_path / "big.raw"
+    with open(img, "wb") as f:
+        f.truncate(1024**3 + 512)
+    code, _, err = run(capsys, "manifest", str(img), "--bucket", "my-bucket", "--volume-size", "1")
+    assert code == 2 and "below the image's capacity (2 GiB needed)" in err
+
+
+def test_existing_output_not_overwritten(tmp_path, image, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "disk.rawmanifest.xml").write_text("keep me")
+    code, _, err = run(capsys, "manifest", str(image), "--bucket", "my-bucket")
+    assert code == 2 and "already exists" in err
+    assert (tmp_path / "disk.rawmanifest.xml").read_text() == "keep me"
+    code, _, err = run(capsys, "manifest", str(image), "--bucket", "my-bucket", "--force")
+    assert code == 0, err
+    code, _, err = run(
+        capsys, "manifest", str(image), "--bucket", "my-bucket", "-o", str(image), "--force"
+    )
+    assert code == 2 and "is the image itself" in err
+
+
+def test_no_credentials(tmp_path, image, capsys, monkeypatch, no_network):
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "manifest", str(image), "--bucket", "my-bucket")
+    assert code == 2 and "no AWS credentials found" in err
+    assert not (tmp_path / "disk.rawmanifest.xml").exists()
+
+
+def test_missing_image(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "manifest", str(tmp_path / "nope.vmdk"), "--bucket", "my-bucket")
+    assert code == 2 and "nope.vmdk" in err
+
+
+@pytest.mark.skipif(not shutil.which("qemu-img"), reason="needs qemu-img")
+def test_non_importable_image_refused_unless_dont_verify(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    vmdk = tmp_path / "sparse.vmdk"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "vmdk", str(vmdk), "64M"], check=True)
+    code, _, err = run(capsys, "manifest", str(vmdk), "--bucket", "my-bucket")
+    assert code == 2 and "cannot be imported" in err and "--dont-verify-format" in err
+    code, _, err = run(
+        capsys, "manifest", str(vmdk), "--bucket", "my-bucket", "--dont-verify-format"
+    )
+    assert code == 0, err
+    assert "writing the manifest anyway" in err
+    header, _ = read_manifest(tmp_path / "sparse.vmdkmanifest.xml")
+    assert header.file_format == "VMDK" and header.volume_size == 1
+
+    qcow = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(qcow), "64M"], check=True)
+    code, _, err = run(capsys, "manifest", str(qcow), "--bucket", "my-bucket")
+    assert code == 2 and err.count("\n") == 1
+
+
+# -- validate --------------------------------------------------------------------------------
+
+
+def test_validate_fresh_manifest_with_signatures(tmp_path, image, capsys, monkeypatch, no_network):
+    monkeypatch.chdir(tmp_path)
+    assert run(capsys, "manifest", str(image), "--bucket", "my-bucket", "-o", "m.xml")[0] == 0
+    code, out, err = run(capsys, "validate", "m.xml", "--verify-signatures")
+    assert (code, out, err) == (0, "m.xml: valid\n", "")
+    code, out, _ = run(capsys, "validate", "m.xml", "--output", "json")
+    assert code == 0 and [p["rule"] for p in json.loads(out)] == ["method-unverified"]
+    code, out, _ = run(capsys, "validate", "m.xml", "--image", str(image))
+    assert code == 0, out
+
+
+def test_validate_invalid_lists_each_problem(tmp_path, capsys):
+    def breaks(root):
+        root.find("import/parts").set("count", "9")
+        root.findall("import/parts/part")[1].find("byte-range").set("start", "5")
+
+    path = tmp_path / "bad.xml"
+    path.write_bytes(mutate(build(1000, 300), breaks))
+    code, out, err = run(capsys, "validate", str(path))
+    assert code == 2
+    lines = [line for line in out.splitlines() if ": error: " in line]
+    assert any("/manifest/import/parts/@count" in line and "[count]" in line for line in lines)
+    assert any("part[2]/byte-range" in line and "[range-contiguous]" in line for line in lines)
+    code, out, _ = run(capsys, "validate", str(path), "--output", "json")
+    assert code == 2
+    assert {"count", "range-contiguous"} <= {p["rule"] for p in json.loads(out)}
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"not xml", "not well-formed XML"),
+        (b"<html/>", "not a VM Import Manifest"),
+        (None, "DOCTYPE"),
+    ],
+)
+def test_validate_bad_files(tmp_path, capsys, content, words):
+    path = tmp_path / "x.xml"
+    path.write_bytes(XXE_DOC if content is None else content)
+    code, out, err = run(capsys, "validate", str(path))
+    assert code == 2 and words in err and err.count("\n") == 1 and out == ""
+
+
+def test_validate_missing_file(capsys):
+    code, _, err = run(capsys, "validate", "/nonexistent/m.xml")
+    assert code == 2 and "cannot read manifest /nonexistent/m.xml" in err
