@@ -124,14 +124,17 @@ class _Target:
 
 
 def upload_s3_client(session: Any, settings: AwsSettings, *, workers: int) -> Any:
-    """An S3 client with a connection per worker and no second checksum on top of Content-MD5.
+    """An S3 client with a connection per worker and one checksum per body: Content-MD5.
 
-    botocore >= 1.36 adds a CRC32 of every body by default (``when_supported``); each part
-    already carries Content-MD5, which S3 checks, so that would be a third pass over the bytes.
+    botocore >= 1.36 adds a CRC32 of every body by default (``when_supported``), and over plain
+    HTTP it also SHA-256-signs every body. Each part already carries Content-MD5, which S3 checks
+    and which we compare with the ETag, so those would be two more passes over every byte.
+    Over HTTPS with Content-MD5 botocore already leaves the payload unsigned; this makes custom
+    plain-HTTP endpoints (the sandbox, on-premises S3) behave the same.
     """
-    config = client_config(settings, max_pool_connections=workers + 2).merge(
-        Config(request_checksum_calculation="when_required")
-    )
+    config = client_config(
+        settings, max_pool_connections=workers + 2, payload_signing_enabled=False
+    ).merge(Config(request_checksum_calculation="when_required"))
     return session.client(
         "s3", region_name=region_of(session), endpoint_url=settings.s3_endpoint_url, config=config
     )
