@@ -12,7 +12,8 @@ Middleware chain, per request::
     /__sandbox__/...  control endpoints (clock, health) ─ answered here, no auth (loopback only)
     SigV4 check       parse + verify (s3auth.py) against the sandbox credentials and clock;
                       refusals are answered in the service's own error format
-                      (S3: <Error><Code>..., EC2: <Response><Errors><Error>...)
+                      (S3: <Error><Code>..., EC2: <Response><Errors><Error>...); for S3 also
+                      the scope's region against the bucket's (400, <Region> names the right one)
     EC2 import hook   Action in IMPORT_ACTIONS → manifestkit.sandbox.importer.handle(environ, ctx)
     moto              S3 / EC2 backends (any other signed service: moto's own dispatcher)
 
@@ -90,6 +91,7 @@ from manifestkit.errors import RemoteError, UsageError
 from manifestkit.sandbox.clock import SandboxClock
 from manifestkit.sandbox.s3auth import (
     AuthError,
+    AuthResult,
     Credential,
     Failure,
     ParsedAuth,
@@ -328,6 +330,9 @@ class SandboxApp:
             )
         except AuthError as error:
             return self._answer(environ, start_response, _s3_refusal(error))
+        wrong_region = self._wrong_region(environ, result)
+        if wrong_region is not None:
+            return self._answer(environ, start_response, wrong_region)
         environ[ENV_AUTH] = result
         # moto takes the account from this header; presigned requests would otherwise all land
         # in its default account.
@@ -339,6 +344,39 @@ class SandboxApp:
             # and moto would store nothing (urllib and `curl --data` send this type by default).
             environ["CONTENT_TYPE"] = "binary/octet-stream"
         return self._call_moto("s3", environ, start_response)
+
+    def _wrong_region(self, environ: dict[str, Any], result: AuthResult) -> Response | None:
+        """S3's refusal of a request signed for another region than its bucket's, or None.
+
+        S3 checks the credential scope's region against the bucket's (moto does not); botocore
+        follows the header-auth answer's <Region> to retry in the right region, and a presigned
+        URL signed for the wrong region simply fails — as it would at AWS. GetBucketLocation is
+        answered from any region.
+        """
+        bucket_name = environ.get("PATH_INFO", "/").lstrip("/").partition("/")[0]
+        if not bucket_name or "location" in environ.get("QUERY_STRING", "").split("&"):
+            return None
+        bucket = self._context.s3_backend(result.account_id).buckets.get(bucket_name)
+        region = getattr(bucket, "region_name", None)
+        if region is None or region == result.region:
+            return None
+        where = (
+            "Error parsing the X-Amz-Credential parameter"
+            if result.query_auth
+            else "The authorization header is malformed"
+        )
+        code = (
+            "AuthorizationQueryParametersError"
+            if result.query_auth
+            else ("AuthorizationHeaderMalformed")
+        )
+        status, headers, body = s3_error(
+            code,
+            f"{where}; the region '{result.region}' is wrong; expecting '{region}'",
+            400,
+            (("Region", region),),
+        )
+        return status, [*headers, ("x-amz-bucket-region", region)], body
 
     # ------------------------------------------------------------------ EC2 and others
 

@@ -508,3 +508,58 @@ def test_clock_control_endpoint(
     assert status == 400
     status, body, _ = http_call(sandbox.control_url + "health")
     assert status == 200 and json.loads(body)["s3_endpoint_url"] == sandbox.s3_endpoint_url
+
+
+# ---------------------------------------------------------------------------- bucket region
+
+
+@pytest.fixture
+def west_bucket(s3: Any) -> str:
+    name = f"west-{os.urandom(8).hex()}"
+    s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    return name
+
+
+def test_url_signed_for_another_region_is_refused(sandbox: Any, s3: Any, west_bucket: str) -> None:
+    s3.put_object(Bucket=west_bucket, Key="k", Body=b"west")  # botocore follows S3's redirect
+    status, body, _ = http_call(presign(s3, "get_object", west_bucket, "k"))
+    assert status == 400
+    error = error_of(body)
+    assert error["Code"] == "AuthorizationQueryParametersError"
+    assert error["Region"] == "eu-west-1"
+    west = boto3.client(
+        "s3",
+        region_name="eu-west-1",
+        endpoint_url=sandbox.endpoint_url,
+        aws_access_key_id=sandbox.access_key,
+        aws_secret_access_key=sandbox.secret_key,
+        config=Config(signature_version="s3v4"),
+    )
+    assert http_call(presign(west, "get_object", west_bucket, "k"))[:2] == (200, b"west")
+
+
+def test_header_auth_in_another_region_names_the_right_one(
+    sandbox: Any, s3: Any, west_bucket: str
+) -> None:
+    # signed by botocore's own S3 signer for us-east-1, sent without botocore's redirect handling
+    status, body, headers = http_call_with_headers(
+        f"{sandbox.endpoint_url}/{west_bucket}?list-type=2",
+        _signed_headers(sandbox, f"{sandbox.endpoint_url}/{west_bucket}?list-type=2"),
+    )
+    assert status == 400
+    error = error_of(body)
+    assert error["Code"] == "AuthorizationHeaderMalformed"
+    assert error["Region"] == "eu-west-1"
+    assert headers["x-amz-bucket-region"] == "eu-west-1"
+    assert s3.get_bucket_location(Bucket=west_bucket)["LocationConstraint"] == "eu-west-1"
+
+
+def _signed_headers(sandbox: Any, url: str) -> dict[str, str]:
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest(method="GET", url=url)
+    credentials = Credentials(sandbox.access_key, sandbox.secret_key)
+    S3SigV4Auth(credentials, "s3", "us-east-1").add_auth(request)
+    return dict(request.headers)
