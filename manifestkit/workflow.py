@@ -147,29 +147,27 @@ def _image_for_upload(
     """(path to upload, its ImageInfo, converted?) — a converted temp copy lives for the block."""
     from manifestkit.images import inspect_image
 
-    info = inspect_image(request.image, format=request.format)
-    if info.importable or request.dont_verify_format and not request.convert:
-        if not info.importable:
-            log.warning(
-                "%s: uploading anyway (--dont-verify-format): %s",
-                request.image,
-                " ".join(info.problems),
-            )
-        yield request.image, info, False
-        return
-    if not request.convert:
-        raise NotImportableError(
-            f"{request.image}: EC2 cannot import this image: {' '.join(info.problems)}",
-            fix="pass --convert to upload a converted copy, or convert it yourself",
-        )
-    from manifestkit.convert import importable_copy
+    if request.convert:
+        from manifestkit.convert import importable_copy
 
-    notify(
-        f"{request.image} is not importable as it is; converting it to a temporary "
-        "streamOptimized VMDK first"
-    )
-    with importable_copy(request.image, progress=progress) as (path, converted):
-        yield path, inspect_image(path), converted
+        # importable_copy decides: the image itself when EC2 takes it, else a streamOptimized
+        # copy in a temporary folder that is removed when this block ends
+        with importable_copy(request.image, progress=progress) as (path, converted):
+            if converted:
+                notify(f"{request.image} is not importable as it is; uploading a converted "
+                       "streamOptimized VMDK copy (removed afterwards)")
+            yield path, inspect_image(path), converted
+        return
+    info = inspect_image(request.image, format=request.format)
+    if not info.importable:
+        if not request.dont_verify_format:
+            raise NotImportableError(
+                f"{request.image}: EC2 cannot import this image: {' '.join(info.problems)}",
+                fix="pass --convert to upload a converted copy, or convert it yourself",
+            )
+        log.warning("%s: uploading anyway (--dont-verify-format): %s", request.image,
+                    " ".join(info.problems))
+    yield request.image, info, False
 
 
 def _check_volume(requested: int | None, info: Any) -> int:
