@@ -48,6 +48,15 @@ class S3Server:
             config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
         )
 
+    def ec2_client(self) -> Any:
+        return boto3.client(
+            "ec2",
+            region_name=self.region,
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+        )
+
     def cli_args(self, endpoint_url: str | None = None) -> list[str]:
         return ["--region", self.region, "--s3-endpoint-url", endpoint_url or self.endpoint_url]
 

@@ -155,3 +155,37 @@ def test_delete_falls_back_to_credentials_when_urls_expired(
     report = delete_upload(result.manifest_url, s3_client=lambda: s3, ignore_active_task=True)
     assert report.authenticated == 3 and report.by_url == 0
     assert not [k for k in _keys(s3server, bucket) if k.startswith(result.upload_id)]
+
+
+def test_delete_cli_asks_ec2_for_active_tasks(s3server, bucket, tmp_path, needs_signature_checks):
+    image = random_image(tmp_path / "busy.raw", 2 * MiB, seed=12)
+    result = upload_image(UploadRequest(image=str(image), bucket=bucket, part_size=MiB),
+                          s3server.settings())
+    _, parts = read_manifest(str(_fetch(result.manifest_url, tmp_path / "m.xml")))
+    # a missing part keeps the sandbox importer waiting: the task stays active
+    s3server.client().delete_object(Bucket=bucket, Key=parts[1].key)
+    ec2 = s3server.ec2_client()
+    task = ec2.import_volume(
+        AvailabilityZone=f"{s3server.region}a",
+        Image={"Format": "RAW", "Bytes": image.stat().st_size,
+               "ImportManifestUrl": result.manifest_url},
+        Volume={"Size": 1},
+    )["ConversionTask"]["ConversionTaskId"]
+    try:
+        args = ["delete", result.manifest_url, *s3server.cli_args(),
+                "--ec2-endpoint-url", s3server.endpoint_url]
+        code, out, err = run_cli(*args)
+        assert code == 2 and task in err and "--ignore-active-task" in err
+        assert result.manifest_key in _keys(s3server, bucket)
+        code, out, err = run_cli(*args, "--ignore-active-task")
+        assert code == 0, err
+        assert result.manifest_key not in _keys(s3server, bucket)
+    finally:
+        ec2.cancel_conversion_task(ConversionTaskId=task)
+
+
+def _fetch(url, path):
+    status, body = http("GET", url)
+    assert status == 200
+    path.write_bytes(body)
+    return path
