@@ -326,26 +326,32 @@ class PartUploader:
                 self._sources[part.size] = source
 
     def _zero_part(self, part: Part, md5: bytes) -> PartOutcome:
-        with self._sources_lock:
-            source = self._sources.get(part.size)
-            owner = source is None
+        while True:
+            with self._sources_lock:
+                source = self._sources.get(part.size)
+                owner = source is None
+                if owner:
+                    source = self._sources[part.size] = _ZeroSource(part.key)
+            assert source is not None
             if owner:
-                source = self._sources[part.size] = _ZeroSource(part.key)
-        assert source is not None
-        if owner:
-            try:
-                self._put(part, self.zeros.block(part.size), md5)
-                source.ok = True
-            finally:
-                source.ready.set()
-            return PartOutcome(part.index, "put", md5, part.size)
-        # The source was claimed by a part taken from the queue earlier, so it is in flight on
-        # another worker, never waiting behind this one.
-        while not source.ready.wait(0.2):
-            self.cancel.check()
-        if not source.ok:  # its upload failed: send this one in full
-            self._put(part, self.zeros.block(part.size), md5)
-            return PartOutcome(part.index, "put", md5, part.size)
+                try:
+                    self._put(part, self.zeros.block(part.size), md5)
+                    source.ok = True
+                except BaseException:
+                    with self._sources_lock:  # let the next zero part of this size be the source
+                        if self._sources.get(part.size) is source:
+                            del self._sources[part.size]
+                    raise
+                finally:
+                    source.ready.set()
+                return PartOutcome(part.index, "put", md5, part.size)
+            # The source was claimed by a part taken from the queue earlier, so it is in flight
+            # on another worker, never waiting behind this one.
+            while not source.ready.wait(0.2):
+                self.cancel.check()
+            if source.ok:
+                break
+            # its upload failed: claim the source role (or wait for whoever did) again
         self.cancel.check()
         response = self.s3.copy_object(
             Bucket=self.bucket,

@@ -139,3 +139,51 @@ def test_a_part_that_never_verifies_fails_with_exit_1(s3server, bucket, tmp_path
             uploader.run()
         assert caught.value.exit_code == 1
         assert len(proxy.part_puts()) == 3
+
+
+class _FlakyS3:
+    """A stub S3 client: the first PutObject fails with a 500, everything else works."""
+
+    def __init__(self):
+        import hashlib
+
+        self._md5 = hashlib.md5
+        self.lock = threading.Lock()
+        self.objects: dict[str, bytes] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.failed = False
+
+    def put_object(self, *, Bucket, Key, Body, **_):  # noqa: N803 - boto3's names
+        import botocore.exceptions
+
+        with self.lock:
+            self.calls.append(("put", Key))
+            if not self.failed:
+                self.failed = True
+                raise botocore.exceptions.ClientError(
+                    {"Error": {"Code": "InternalError", "Message": "try again"}}, "PutObject")
+            self.objects[Key] = bytes(Body)
+        return {"ETag": f'"{self._md5(Body).hexdigest()}"'}
+
+    def copy_object(self, *, Bucket, Key, CopySource, **_):  # noqa: N803
+        with self.lock:
+            self.calls.append(("copy", Key))
+            body = self.objects[CopySource["Key"]]
+            self.objects[Key] = body
+        return {"CopyObjectResult": {"ETag": f'"{self._md5(body).hexdigest()}"'}}
+
+
+def test_a_failed_zero_source_hands_the_role_on(tmp_path, monkeypatch):
+    import manifestkit.upload as upload_module
+
+    monkeypatch.setattr(upload_module, "_RETRY_BACKOFF", 0.01)
+    image = tmp_path / "holes.raw"
+    with open(image, "wb") as f:
+        f.truncate(8 * 1024)
+    plan = PartPlan.for_file(image, 8 * 1024, part_size=1024)
+    s3 = _FlakyS3()
+    stats = PartUploader(s3, "b", image, plan, workers=3).run()
+    assert stats.put == 1 and stats.copied == 7
+    assert sorted(s3.objects) == sorted(p.key for p in plan)
+    assert all(body == bytes(1024) for body in s3.objects.values())
+    assert sum(1 for kind, _ in s3.calls if kind == "put") == 2  # the failure, then one success
