@@ -101,6 +101,8 @@ class _Location:
     host: str
     #: already percent-encoded, no trailing slash
     path_prefix: str
+    #: the canonical request after the path: query, headers, signed headers, payload hash
+    canonical_suffix: str
 
 
 class Presigner:
@@ -146,6 +148,9 @@ class Presigner:
         self.credential_scope = f"{date}/{region}/s3/aws4_request"
         # The signing key: derived once for this (date, region, service), reused for every URL.
         self._key = signing_key(credentials.secret_key, date, region, "s3")
+        block = self._key.ljust(64, b"\0")  # SHA-256 block size; the key is 32 bytes
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
         enc = lambda v: quote(str(v), safe=_QUERY_SAFE)  # noqa: E731
         params = [
@@ -160,6 +165,7 @@ class Presigner:
         encoded = [(enc(k), enc(v)) for k, v in params]
         # URL order is botocore's (insertion order); the canonical query string is sorted.
         self._query = "&".join(f"{k}={v}" for k, v in encoded)
+        self._query_head = f"?{self._query}&X-Amz-Signature="
         canonical_query = "&".join(f"{k}={v}" for k, v in sorted(encoded))
         self._cr_tail = f"{canonical_query}\n"
         self._sts_head = f"{ALGORITHM}\n{self._amz_date}\n{self.credential_scope}\n"
@@ -231,17 +237,15 @@ class Presigner:
         if loc is not None:
             return loc
         if self._virtual(bucket):
-            loc = _Location(
-                f"{self._scheme}://{bucket}.{self._netloc}",
-                _host_header(self._scheme, f"{bucket}.{self._hostname}", self._port),
-                self._base_path,
-            )
+            origin = f"{self._scheme}://{bucket}.{self._netloc}"
+            host = _host_header(self._scheme, f"{bucket}.{self._hostname}", self._port)
+            prefix = self._base_path
         else:
-            loc = _Location(
-                f"{self._scheme}://{self._netloc}",
-                _host_header(self._scheme, self._hostname, self._port),
-                f"{self._base_path}/{quote(bucket, safe=_KEY_SAFE)}",
-            )
+            origin = f"{self._scheme}://{self._netloc}"
+            host = _host_header(self._scheme, self._hostname, self._port)
+            prefix = f"{self._base_path}/{quote(bucket, safe=_KEY_SAFE)}"
+        suffix = f"\n{self._cr_tail}host:{host}\n\nhost\n{UNSIGNED_PAYLOAD}"
+        loc = _Location(origin, host, prefix, suffix)
         self._locations[bucket] = loc
         return loc
 
@@ -262,24 +266,52 @@ class Presigner:
     def url(self, method: str, bucket: str, key: str) -> str:
         """The presigned URL for ``method`` (HEAD, GET, DELETE, PUT) on ``s3://bucket/key``."""
         loc = self._location(bucket)
-        path = f"{loc.path_prefix}/{quote(key, safe=_KEY_SAFE)}"
-        return self._sign(method, loc, path)
+        return self._sign(method, loc, f"{loc.path_prefix}/{quote_key(key)}")
 
-    def urls(self, methods: Iterable[str], bucket: str, key: str) -> list[str]:
-        """Several methods for one key, quoting the key once."""
+    def urls(
+        self, methods: Iterable[str], bucket: str, key: str, *, quoted_key: str | None = None
+    ) -> list[str]:
+        """Several methods for one key, quoting the key once.
+
+        ``quoted_key`` (``quote_key(key)``, computed by the caller) skips the quoting: a
+        manifest quotes ``{prefix}/{uuid}/{basename}.part`` once and appends the digits.
+        """
         loc = self._location(bucket)
-        path = f"{loc.path_prefix}/{quote(key, safe=_KEY_SAFE)}"
+        path = f"{loc.path_prefix}/{quoted_key if quoted_key is not None else quote_key(key)}"
         return [self._sign(m, loc, path) for m in methods]
 
     def _sign(self, method: str, loc: _Location, path: str) -> str:
         if method not in METHODS:
             raise ValueError(f"cannot presign method {method!r}")
-        canonical_request = (
-            f"{method}\n{path}\n{self._cr_tail}host:{loc.host}\n\nhost\n{UNSIGNED_PAYLOAD}"
-        )
-        digest = hashlib.sha256(canonical_request.encode()).hexdigest()
-        signature = hmac.digest(self._key, (self._sts_head + digest).encode(), "sha256").hex()
-        return f"{loc.origin}{path}?{self._query}&X-Amz-Signature={signature}"
+        digest = hashlib.sha256(f"{method}\n{path}{loc.canonical_suffix}".encode()).hexdigest()
+        # HMAC-SHA256 (RFC 2104) from the key's precomputed inner/outer states: copying two
+        # hash states costs less than hmac.digest() setting up its key on every call
+        inner = self._inner.copy()
+        inner.update(f"{self._sts_head}{digest}".encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return f"{loc.origin}{path}{self._query_head}{outer.hexdigest()}"
+
+
+# RFC 3986 unreserved characters plus "/": what botocore's quote(key, safe="/~") leaves alone
+_UNRESERVED = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~/"
+_NOTHING_TO_QUOTE = re.compile(r"[A-Za-z0-9_.\-~/]*\Z")
+
+
+#: byte value -> itself when unreserved, else ``%XX`` (uppercase hex, as urllib writes it)
+_BYTE_QUOTING = [chr(b) if chr(b) in _UNRESERVED else f"%{b:02X}" for b in range(256)]
+
+
+def quote_key(key: str) -> str:
+    """Percent-encode an object key for the URL path exactly as ``quote(key, safe="/~")``.
+
+    Same bytes (UTF-8, uppercase hex) as urllib, which botocore uses. urllib maps every byte
+    through a Python-level quoter; here each UTF-8 byte becomes one code point 0-255
+    (latin-1) and ``str.translate`` maps it through a 256-entry table in C.
+    """
+    if _NOTHING_TO_QUOTE.match(key):
+        return key
+    return key.encode().decode("latin-1").translate(_BYTE_QUOTING)
 
 
 def check_expires(expires_in: int) -> int:

@@ -402,3 +402,17 @@ def test_dotted_bucket_warns(caplog):
     with caplog.at_level(logging.WARNING, logger="manifestkit"):
         validate_bucket_name("my.bucket")
     assert "path-style" in caplog.text
+
+
+def test_quote_key_is_urllib_quote():
+    """The fast key quoting gives urllib's bytes (what botocore uses) on random Unicode keys."""
+    import random
+    from urllib.parse import quote
+
+    from manifestkit.presign import quote_key
+
+    rng = random.Random(20261127)
+    alphabet = [chr(i) for i in range(0x250)] + ["日", "🙂", "é", "\u2028", "\ufeff"]
+    for _ in range(20_000):
+        key = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
+        assert quote_key(key) == quote(key, safe="/~"), key

@@ -17,7 +17,7 @@ from manifestkit.errors import UsageError
 from manifestkit.images.info import FORMATS, volume_gib_for
 from manifestkit.manifest.model import IMPORTER_NAME, IMPORTER_RELEASE, MANIFEST_VERSION
 from manifestkit.parts import PartPlan
-from manifestkit.presign import Presigner
+from manifestkit.presign import Presigner, quote_key
 
 #: EBS volumes (and so ``volume-size``) are at most 16 TiB.
 MAX_VOLUME_GIB = 16384
@@ -116,9 +116,15 @@ def write_manifest(
 
     methods = ("HEAD", "GET", "DELETE") if with_delete_urls else ("HEAD", "GET")
     urls = presigner.urls
+    # Part keys differ only in their trailing digits, which need no quoting: quote the rest once.
+    stem = f"{plan.key_prefix}{plan.basename}.part"
+    quoted_stem = quote_key(stem)
     chunk: list[str] = []
     for part in plan:
-        signed = urls(methods, bucket, part.key)
+        if not part.key.startswith(stem):  # PartPlan's naming changed: quote each key
+            quoted_stem, stem = None, ""
+        quoted = f"{quoted_stem}{part.index}" if quoted_stem is not None else None
+        signed = urls(methods, bucket, part.key, quoted_key=quoted)
         delete = (
             f"        <delete-url>{signed[2].replace('&', '&amp;')}</delete-url>\n"
             if with_delete_urls
