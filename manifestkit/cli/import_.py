@@ -298,10 +298,15 @@ def _dry_run_result(args: argparse.Namespace, action: str, allowed: bool) -> int
     return 0 if allowed else 1
 
 
-def _interrupted(args: argparse.Namespace) -> int:
+def _interrupted(args: argparse.Namespace, task_id: str | None) -> int:
     hint = f"manifestkit upload {shlex.quote(args.image)} --resume" if args.image else ""
     message = "manifestkit: interrupted"
-    if hint and not args.local:
+    if task_id and not args.local:
+        message += (
+            f"; conversion task {task_id} goes on in EC2: follow it with manifestkit tasks "
+            f"{task_id} --watch, or stop it with manifestkit cancel {task_id}"
+        )
+    elif hint and not args.local:
         message += (
             f"; parts already sent are kept. Finish the upload with:\n  {hint}\n"
             "then import with --manifest-url URL, or clean up with manifestkit delete URL"
@@ -310,15 +315,13 @@ def _interrupted(args: argparse.Namespace) -> int:
     return 130
 
 
-def _on_update_printer(args: argparse.Namespace) -> Any:
-    """State changes while waiting: a line each on stderr, unless quiet or JSON."""
-    if args.quiet:
-        return None
-
+def _on_update_printer(args: argparse.Namespace, seen: dict[str, str]) -> Any:
+    """State changes while waiting: a line each on stderr (unless quiet); remembers the task id."""
     news = ChangeFilter()
 
     def show(task: ConversionTask) -> None:
-        if news(task):
+        seen["task_id"] = task.id
+        if news(task) and not args.quiet:
             tqdm.write(format_change(task), file=sys.stderr)  # above the progress bar, if any
 
     return show
@@ -337,6 +340,7 @@ def _run(args: argparse.Namespace, action: str, build: Any, start: Any, check: A
 
 def _run_in(args: argparse.Namespace, action: str, build: Any, start: Any, check: Any) -> int:
     request = build(args)  # bad input fails here, before anything starts
+    seen: dict[str, str] = {}
     try:
         with aws_settings_for(args) as settings:
             if args.dry_run:
@@ -349,12 +353,12 @@ def _run_in(args: argparse.Namespace, action: str, build: Any, start: Any, check
                 settings,
                 wait=wait,
                 progress=progress_for(args),
-                on_update=_on_update_printer(args) if args.wait else None,
+                on_update=_on_update_printer(args, seen) if args.wait else None,
                 notify=log.warning,
                 check=False,
             )
     except KeyboardInterrupt:
-        return _interrupted(args)
+        return _interrupted(args, seen.get("task_id"))
     extra: dict[str, Any] = {}
     if args.no_upload and args.image:
         hint = shlex.join(["manifestkit", "resume", task.manifest_url or "URL", args.image])

@@ -7,11 +7,11 @@ on 127.0.0.1).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
-import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -41,8 +41,17 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "raw": SAMPLES / "tiny.raw",
     }
     fixed = folder / "tiny-fixed.vhd"
-    _qemu("convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed,force_size=on",
-          str(SAMPLES / "tiny.raw"), str(fixed))
+    _qemu(
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "vpc",
+        "-o",
+        "subformat=fixed,force_size=on",
+        str(SAMPLES / "tiny.raw"),
+        str(fixed),
+    )
     found["vhd-fixed"] = fixed
     return found
 
@@ -55,7 +64,20 @@ def workdir(tmp_path: Path, images: dict[str, Path]) -> Path:
     return tmp_path
 
 
-def fresh_bucket(s3: Any) -> str:
-    name = f"e2e-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return name
+def _clean_env(**extra: str) -> dict[str, str]:
+    """A new user's environment: no AWS credentials, no region, no config files."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MANIFESTKIT_"))}
+    env.update(
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def clean_env() -> Callable[..., dict[str, str]]:
+    """``clean_env(**extra)``: the environment for a ``manifestkit`` subprocess."""
+    return _clean_env

@@ -24,9 +24,12 @@ ZONE = "us-east-1a"
 
 def endpoint_flags(sandbox: Any) -> list[str]:
     return [
-        "--region", sandbox.region,
-        "--s3-endpoint-url", sandbox.s3_endpoint_url,
-        "--ec2-endpoint-url", sandbox.ec2_endpoint_url,
+        "--region",
+        sandbox.region,
+        "--s3-endpoint-url",
+        sandbox.s3_endpoint_url,
+        "--ec2-endpoint-url",
+        sandbox.ec2_endpoint_url,
     ]
 
 
@@ -55,11 +58,33 @@ def final_state(ec2: Any, task_id: str, timeout: float = 30) -> dict[str, Any]:
 def test_import_instance_wait_json(
     sandbox: Any, bucket: str, workdir: Path, ec2: Any, capsys: Any
 ) -> None:
-    code, out, err = run(capsys, [
-        "import-instance", str(workdir / "tiny-stream.vmdk"), "-p", "Linux", "-b", bucket,
-        "-t", "m1.small", "-a", "x86_64", "-z", ZONE, "--user-data", "hello", "-d", "from cli",
-        "--wait", "--interval", "0.05", "--output", "json", *endpoint_flags(sandbox),
-    ])
+    code, out, err = run(
+        capsys,
+        [
+            "import-instance",
+            str(workdir / "tiny-stream.vmdk"),
+            "-p",
+            "Linux",
+            "-b",
+            bucket,
+            "-t",
+            "m1.small",
+            "-a",
+            "x86_64",
+            "-z",
+            ZONE,
+            "--user-data",
+            "hello",
+            "-d",
+            "from cli",
+            "--wait",
+            "--interval",
+            "0.05",
+            "--output",
+            "json",
+            *endpoint_flags(sandbox),
+        ],
+    )
     assert code == 0, err
     task = json.loads(out)["task"]
     assert task["state"] == "completed" and task["kind"] == "instance"
@@ -76,14 +101,29 @@ def test_import_instance_wait_json(
 def test_import_volume_wait_text(
     sandbox: Any, bucket: str, workdir: Path, ec2: Any, capsys: Any
 ) -> None:
-    code, out, err = run(capsys, [
-        "import-volume", str(workdir / "tiny.raw"), "-z", ZONE, "-s", "3", "-b", bucket,
-        "--wait", "--interval", "0.05", *endpoint_flags(sandbox),
-    ])
+    code, out, err = run(
+        capsys,
+        [
+            "import-volume",
+            str(workdir / "tiny.raw"),
+            "-z",
+            ZONE,
+            "-s",
+            "3",
+            "-b",
+            bucket,
+            "--wait",
+            "--interval",
+            "0.05",
+            *endpoint_flags(sandbox),
+        ],
+    )
     assert code == 0, err
     first = out.splitlines()[0].split()
     assert first[0].startswith("import-vol-") and first[1] == "completed"
-    volume_id = next(line.split()[1] for line in out.splitlines() if line.strip().startswith("volume"))
+    volume_id = next(
+        line.split()[1] for line in out.splitlines() if line.strip().startswith("volume")
+    )
     (volume,) = ec2.describe_volumes(VolumeIds=[volume_id])["Volumes"]
     assert volume["Size"] == 3 and volume["AvailabilityZone"] == ZONE
 
@@ -108,10 +148,19 @@ def test_dry_run_is_allowed_and_uploads_nothing(
 def test_dry_run_still_checks_the_request(
     sandbox: Any, bucket: str, workdir: Path, capsys: Any
 ) -> None:
-    code, _, err = run(capsys, [
-        "import-volume", str(workdir / "tiny.raw"), "-z", "mars-north-1a", "-b", bucket,
-        "--dry-run", *endpoint_flags(sandbox),
-    ])
+    code, _, err = run(
+        capsys,
+        [
+            "import-volume",
+            str(workdir / "tiny.raw"),
+            "-z",
+            "mars-north-1a",
+            "-b",
+            bucket,
+            "--dry-run",
+            *endpoint_flags(sandbox),
+        ],
+    )
     assert code == 2
     assert "mars-north-1a" in err and err.count("\n") == 1
 
@@ -119,10 +168,20 @@ def test_dry_run_still_checks_the_request(
 def test_unknown_instance_type_is_passed_through_and_ec2_decides(
     sandbox: Any, bucket: str, workdir: Path, s3: Any, capsys: Any
 ) -> None:
-    code, _, err = run(capsys, [
-        "import-instance", str(workdir / "tiny.raw"), "-p", "Linux", "-t", "zz9.plural", "-b",
-        bucket, *endpoint_flags(sandbox),
-    ])
+    code, _, err = run(
+        capsys,
+        [
+            "import-instance",
+            str(workdir / "tiny.raw"),
+            "-p",
+            "Linux",
+            "-t",
+            "zz9.plural",
+            "-b",
+            bucket,
+            *endpoint_flags(sandbox),
+        ],
+    )
     assert code == 2
     line = err.strip().splitlines()[-1]
     assert line.startswith("manifestkit: error: ImportInstance: EC2 rejected the request")
@@ -140,10 +199,24 @@ def test_retry_with_manifest_url_after_a_failed_call(
     result = upload_image(
         UploadRequest(image=str(workdir / "tiny.raw"), bucket=bucket), sandbox.aws_settings()
     )
-    code, out, err = run(capsys, [
-        "import-instance", "--manifest-url", result.manifest_url, "-p", "Linux", "-t", "m1.small",
-        "--wait", "--interval", "0.05", "--output", "json", *endpoint_flags(sandbox),
-    ])
+    code, out, err = run(
+        capsys,
+        [
+            "import-instance",
+            "--manifest-url",
+            result.manifest_url,
+            "-p",
+            "Linux",
+            "-t",
+            "m1.small",
+            "--wait",
+            "--interval",
+            "0.05",
+            "--output",
+            "json",
+            *endpoint_flags(sandbox),
+        ],
+    )
     assert code == 0, err
     task = json.loads(out)["task"]
     assert task["state"] == "completed"
@@ -153,10 +226,19 @@ def test_retry_with_manifest_url_after_a_failed_call(
 def test_unknown_platform_is_warned_and_passed_through(
     sandbox: Any, bucket: str, workdir: Path, capsys: Any
 ) -> None:
-    code, _, err = run(capsys, [
-        "import-instance", str(workdir / "tiny.raw"), "-p", "Plan9", "-b", bucket, "--dry-run",
-        *endpoint_flags(sandbox),
-    ])
+    code, _, err = run(
+        capsys,
+        [
+            "import-instance",
+            str(workdir / "tiny.raw"),
+            "-p",
+            "Plan9",
+            "-b",
+            bucket,
+            "--dry-run",
+            *endpoint_flags(sandbox),
+        ],
+    )
     lines = err.strip().splitlines()
     assert lines[0].startswith("manifestkit: warning: platform 'Plan9' is neither Windows")
     # the sandbox, like EC2, takes Windows and Linux only: its answer names our value
@@ -167,10 +249,17 @@ def test_manifest_url_not_reachable_is_exit_1(capsys: Any, sandbox: Any) -> None
     with socket.socket() as probe:  # a loopback port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    code, _, err = run(capsys, [
-        "import-volume", "-z", ZONE, "--manifest-url", f"http://127.0.0.1:{port}/b/k.xml",
-        *endpoint_flags(sandbox),
-    ])
+    code, _, err = run(
+        capsys,
+        [
+            "import-volume",
+            "-z",
+            ZONE,
+            "--manifest-url",
+            f"http://127.0.0.1:{port}/b/k.xml",
+            *endpoint_flags(sandbox),
+        ],
+    )
     assert code == 1
     assert err.startswith("manifestkit: error: cannot fetch the manifest") and err.count("\n") == 1
 
@@ -180,14 +269,24 @@ def test_manifest_url_that_is_not_a_manifest_is_exit_2(
 ) -> None:
     s3.put_object(Bucket=bucket, Key="notes.txt", Body=b"<html>hello</html>")
     url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "notes.txt"})
-    code, _, err = run(capsys, [
-        "import-volume", "-z", ZONE, "--manifest-url", url, *endpoint_flags(sandbox),
-    ])
+    code, _, err = run(
+        capsys,
+        [
+            "import-volume",
+            "-z",
+            ZONE,
+            "--manifest-url",
+            url,
+            *endpoint_flags(sandbox),
+        ],
+    )
     assert code == 2
     assert err.startswith("manifestkit: error: ") and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("command", [["tasks", "import-i-deadbeef"], ["cancel", "import-i-deadbeef"]])
+@pytest.mark.parametrize(
+    "command", [["tasks", "import-i-deadbeef"], ["cancel", "import-i-deadbeef"]]
+)
 def test_task_that_does_not_exist(command: list[str], sandbox: Any, capsys: Any) -> None:
     code, out, err = run(capsys, [*command, *endpoint_flags(sandbox)])
     assert code == 1
@@ -201,23 +300,46 @@ def test_task_that_does_not_exist(command: list[str], sandbox: Any, capsys: Any)
 
 
 def test_cancel_mid_transfer(
-    sandbox: Any, bucket: str, workdir: Path, ec2: Any, capsys: Any,
+    sandbox: Any,
+    bucket: str,
+    workdir: Path,
+    ec2: Any,
+    capsys: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MANIFESTKIT_SANDBOX_PART_DELAY", "0.3")  # 4 parts: >1 s of transfer
-    code, out, err = run(capsys, [
-        "import-volume", str(workdir / "tiny.raw"), "-z", ZONE, "-b", bucket, "--part-size", "8K",
-        "--output", "json", *endpoint_flags(sandbox),
-    ])
+    code, out, err = run(
+        capsys,
+        [
+            "import-volume",
+            str(workdir / "tiny.raw"),
+            "-z",
+            ZONE,
+            "-b",
+            bucket,
+            "--part-size",
+            "8K",
+            "--output",
+            "json",
+            *endpoint_flags(sandbox),
+        ],
+    )
     assert code == 0, err
     task_id = json.loads(out)["task"]["id"]
     deadline = time.monotonic() + 10
     while final_state(ec2, task_id, 0)["ImportVolume"]["BytesConverted"] == 0:
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    code, out, err = run(capsys, [
-        "cancel", task_id, "--reason", "changed my mind", *endpoint_flags(sandbox),
-    ])
+    code, out, err = run(
+        capsys,
+        [
+            "cancel",
+            task_id,
+            "--reason",
+            "changed my mind",
+            *endpoint_flags(sandbox),
+        ],
+    )
     assert code == 0, err
     assert out.startswith(f"cancelled {task_id}")
     task = final_state(ec2, task_id)
@@ -237,12 +359,23 @@ def test_wait_reports_a_service_side_cancellation_with_exit_1(
         UploadRequest(image=str(workdir / "tiny.raw"), bucket=bucket, part_size=8192),
         sandbox.aws_settings(),
     )
-    s3.put_object(Bucket=bucket, Key=result.manifest_key.replace("manifest.xml", ".part2"),
-                  Body=b"\0" * 8193)  # one byte too many
-    code, out, err = run(capsys, [
-        "import-volume", "-z", ZONE, "--manifest-url", result.manifest_url, "--wait",
-        "--interval", "0.05", *endpoint_flags(sandbox),
-    ])
+    s3.put_object(
+        Bucket=bucket, Key=result.manifest_key.replace("manifest.xml", ".part2"), Body=b"\0" * 8193
+    )  # one byte too many
+    code, out, err = run(
+        capsys,
+        [
+            "import-volume",
+            "-z",
+            ZONE,
+            "--manifest-url",
+            result.manifest_url,
+            "--wait",
+            "--interval",
+            "0.05",
+            *endpoint_flags(sandbox),
+        ],
+    )
     assert code == 1
     last = err.strip().splitlines()[-1]
     assert last.startswith("manifestkit: error: conversion task import-vol-")

@@ -18,9 +18,12 @@ ZONE = "us-east-1a"
 
 def endpoint_flags(sandbox: Any) -> list[str]:
     return [
-        "--region", sandbox.region,
-        "--s3-endpoint-url", sandbox.s3_endpoint_url,
-        "--ec2-endpoint-url", sandbox.ec2_endpoint_url,
+        "--region",
+        sandbox.region,
+        "--s3-endpoint-url",
+        sandbox.s3_endpoint_url,
+        "--ec2-endpoint-url",
+        sandbox.ec2_endpoint_url,
     ]
 
 
@@ -52,8 +55,10 @@ def cancel_everything_active(ec2: Any) -> None:
         if task["State"] == "active":
             ec2.cancel_conversion_task(ConversionTaskId=task["ConversionTaskId"])
     deadline = time.monotonic() + 10
-    while any(t["State"] in ("active", "cancelling")
-              for t in ec2.describe_conversion_tasks()["ConversionTasks"]):
+    while any(
+        t["State"] in ("active", "cancelling")
+        for t in ec2.describe_conversion_tasks()["ConversionTasks"]
+    ):
         assert time.monotonic() < deadline
         time.sleep(0.05)
 
@@ -66,10 +71,19 @@ def upload_raw(sandbox: Any, bucket: str, workdir: Path, **kw: Any) -> Any:
 
 
 def start_volume_import(capsys: Any, sandbox: Any, url: str) -> str:
-    code, out, err = run(capsys, [
-        "import-volume", "-z", ZONE, "--manifest-url", url, "--output", "json",
-        *endpoint_flags(sandbox),
-    ])
+    code, out, err = run(
+        capsys,
+        [
+            "import-volume",
+            "-z",
+            ZONE,
+            "--manifest-url",
+            url,
+            "--output",
+            "json",
+            *endpoint_flags(sandbox),
+        ],
+    )
     assert code == 0, err
     return json.loads(out)["task"]["id"]
 
@@ -88,8 +102,9 @@ def test_wrong_part_size_cancels_naming_the_size(
     sandbox: Any, bucket: str, workdir: Path, s3: Any, ec2: Any, capsys: Any
 ) -> None:
     result = upload_raw(sandbox, bucket, workdir)
-    s3.put_object(Bucket=bucket, Key=result.manifest_key.replace("manifest.xml", ".part0"),
-                  Body=b"\1" * 100)
+    s3.put_object(
+        Bucket=bucket, Key=result.manifest_key.replace("manifest.xml", ".part0"), Body=b"\1" * 100
+    )
     task = final_state(ec2, start_volume_import(capsys, sandbox, result.manifest_url))
     assert task["State"] == "cancelled"
     message = task["StatusMessage"].lower()
@@ -116,17 +131,28 @@ def test_expired_manifest_url_is_refused_before_any_task(
     result = upload_raw(sandbox, bucket, workdir, expires_in=3600)
     before = len(ec2.describe_conversion_tasks()["ConversionTasks"])
     sandbox_clock.advance(2 * 3600)
-    code, _, err = run(capsys, [
-        "import-instance", "--manifest-url", result.manifest_url, "-p", "Linux",
-        *endpoint_flags(sandbox),
-    ])
+    code, _, err = run(
+        capsys,
+        [
+            "import-instance",
+            "--manifest-url",
+            result.manifest_url,
+            "-p",
+            "Linux",
+            *endpoint_flags(sandbox),
+        ],
+    )
     assert code == 2
     assert "expired" in err and err.count("\n") == 1
     assert len(ec2.describe_conversion_tasks()["ConversionTasks"]) == before
 
 
 def test_five_task_limit_is_said_plainly(
-    sandbox: Any, bucket: str, workdir: Path, ec2: Any, capsys: Any,
+    sandbox: Any,
+    bucket: str,
+    workdir: Path,
+    ec2: Any,
+    capsys: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MANIFESTKIT_SANDBOX_PART_WAIT", "60")  # tasks wait for their parts
@@ -134,17 +160,40 @@ def test_five_task_limit_is_said_plainly(
     ids = []
     try:
         for n in range(5):
-            code, out, err = run(capsys, [
-                "import-volume", str(workdir / "tiny.raw"), "-z", ZONE, "-b", bucket,
-                "--prefix", f"limit{n}", "--no-upload", "--output", "json",
-                *endpoint_flags(sandbox),
-            ])
+            code, out, err = run(
+                capsys,
+                [
+                    "import-volume",
+                    str(workdir / "tiny.raw"),
+                    "-z",
+                    ZONE,
+                    "-b",
+                    bucket,
+                    "--prefix",
+                    f"limit{n}",
+                    "--no-upload",
+                    "--output",
+                    "json",
+                    *endpoint_flags(sandbox),
+                ],
+            )
             assert code == 0, err
             ids.append(json.loads(out)["task"]["id"])
-        code, out, err = run(capsys, [
-            "import-volume", str(workdir / "tiny.raw"), "-z", ZONE, "-b", bucket,
-            "--prefix", "limit5", "--no-upload", *endpoint_flags(sandbox),
-        ])
+        code, out, err = run(
+            capsys,
+            [
+                "import-volume",
+                str(workdir / "tiny.raw"),
+                "-z",
+                ZONE,
+                "-b",
+                bucket,
+                "--prefix",
+                "limit5",
+                "--no-upload",
+                *endpoint_flags(sandbox),
+            ],
+        )
         assert code == 1
         last = err.strip().splitlines()[-1]
         assert "you already have 5 active conversion tasks" in last
@@ -162,15 +211,31 @@ def test_five_task_limit_is_said_plainly(
 
 
 def test_no_upload_then_resume_completes_the_task(
-    sandbox: Any, bucket: str, workdir: Path, ec2: Any, s3: Any, capsys: Any,
+    sandbox: Any,
+    bucket: str,
+    workdir: Path,
+    ec2: Any,
+    s3: Any,
+    capsys: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MANIFESTKIT_SANDBOX_PART_WAIT", "60")
     image = workdir / "tiny-dynamic.vhd"
-    code, out, err = run(capsys, [
-        "import-volume", str(image), "-z", ZONE, "-b", bucket, "--no-upload", "--output", "json",
-        *endpoint_flags(sandbox),
-    ])
+    code, out, err = run(
+        capsys,
+        [
+            "import-volume",
+            str(image),
+            "-z",
+            ZONE,
+            "-b",
+            bucket,
+            "--no-upload",
+            "--output",
+            "json",
+            *endpoint_flags(sandbox),
+        ],
+    )
     assert code == 0, err
     document = json.loads(out)
     task_id, url = document["task"]["id"], document["task"]["manifest_url"]
@@ -180,10 +245,19 @@ def test_no_upload_then_resume_completes_the_task(
     assert describe(ec2, task_id)["State"] == "active"
     code, out, err = run(capsys, ["resume", url, str(image), *endpoint_flags(sandbox)])
     assert code == 0, err
-    code, out, err = run(capsys, [
-        "tasks", task_id, "--watch", "--interval", "0.05", "--output", "json",
-        *endpoint_flags(sandbox),
-    ])
+    code, out, err = run(
+        capsys,
+        [
+            "tasks",
+            task_id,
+            "--watch",
+            "--interval",
+            "0.05",
+            "--output",
+            "json",
+            *endpoint_flags(sandbox),
+        ],
+    )
     assert code == 0, err
     (task,) = json.loads(out)["tasks"]
     assert task["state"] == "completed" and task["bytes_converted"] == image.stat().st_size
@@ -191,7 +265,12 @@ def test_no_upload_then_resume_completes_the_task(
 
 
 def test_delete_refuses_while_a_task_reads_the_manifest(
-    sandbox: Any, bucket: str, workdir: Path, ec2: Any, s3: Any, capsys: Any,
+    sandbox: Any,
+    bucket: str,
+    workdir: Path,
+    ec2: Any,
+    s3: Any,
+    capsys: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MANIFESTKIT_SANDBOX_PART_WAIT", "60")
@@ -214,15 +293,19 @@ def test_delete_refuses_while_a_task_reads_the_manifest(
 
 @pytest.mark.parametrize(
     ("flags", "code_name"),
-    [(["-O", "AKIAWRONGWRONGWRONG0", "-W", "nope"], "AuthFailure"),
-     (["-O", "testing", "-W", "wrong-secret"], "SignatureDoesNotMatch")],
+    [
+        (["-O", "AKIAWRONGWRONGWRONG0", "-W", "nope"], "AuthFailure"),
+        (["-O", "testing", "-W", "wrong-secret"], "SignatureDoesNotMatch"),
+    ],
 )
 def test_refused_credentials_are_credentials_errors(
     flags: list[str], code_name: str, sandbox: Any, capsys: Any
 ) -> None:
     code, out, err = run(capsys, ["tasks", *flags, *endpoint_flags(sandbox)])
     assert code == 2
-    assert err.startswith("manifestkit: error: DescribeConversionTasks: EC2 refused the credentials")
+    assert err.startswith(
+        "manifestkit: error: DescribeConversionTasks: EC2 refused the credentials"
+    )
     assert code_name in err and err.count("\n") == 1
     assert "nope" not in err and "wrong-secret" not in err
     assert out == ""

@@ -22,8 +22,12 @@ ZONE = "us-east-1a"
 FAST = WaitSettings(interval=0.05, timeout=60, volume_id_grace=5)
 
 
-def _upload(workdir: Path, images: dict[str, Path], kind: str, bucket: str, **kw: Any) -> UploadRequest:
-    return UploadRequest(image=str(workdir / images[kind].name), bucket=bucket, part_size=8192, **kw)
+def _upload(
+    workdir: Path, images: dict[str, Path], kind: str, bucket: str, **kw: Any
+) -> UploadRequest:
+    return UploadRequest(
+        image=str(workdir / images[kind].name), bucket=bucket, part_size=8192, **kw
+    )
 
 
 @pytest.mark.parametrize("kind", KINDS)

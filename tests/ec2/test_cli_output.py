@@ -12,9 +12,16 @@ from manifestkit.ec2 import ConversionTask
 
 def _task(state: str = "active", message: str = "", done: int = 0, **kw: Any) -> ConversionTask:
     base: dict[str, Any] = {
-        "id": "import-i-abcdefgh", "kind": "instance", "state": state, "status_message": message,
-        "bytes_converted": done, "image_bytes": 1000, "image_format": "VMDK", "volume_gib": 2,
-        "availability_zone": "us-east-1a", "instance_id": "i-1",
+        "id": "import-i-abcdefgh",
+        "kind": "instance",
+        "state": state,
+        "status_message": message,
+        "bytes_converted": done,
+        "image_bytes": 1000,
+        "image_format": "VMDK",
+        "volume_gib": 2,
+        "availability_zone": "us-east-1a",
+        "instance_id": "i-1",
         "expiration_time": "2030-01-01T00:00:00Z",
     }
     base.update(kw)
@@ -37,8 +44,10 @@ def test_format_change_names_the_result() -> None:
         r"\d\d:\d\d:\d\d import-i-abcdefgh completed \[1000 B of 1000 B \(100%\)\] -> i-1 vol-9",
         line,
     )
-    assert format_change(_task("cancelled", "part 2 missing")).split(" ", 1)[1].startswith(
-        "import-i-abcdefgh cancelled: part 2 missing"
+    assert (
+        format_change(_task("cancelled", "part 2 missing"))
+        .split(" ", 1)[1]
+        .startswith("import-i-abcdefgh cancelled: part 2 missing")
     )
 
 

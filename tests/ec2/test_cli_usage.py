@@ -21,10 +21,30 @@ def _exit_code(argv: list[str]) -> int:
         (["import-volume", "x.raw", "-b", "bkt"], "-z/--availability-zone"),
         (["import-instance", "x.raw", "-b", "bkt"], "-p/--platform"),
         (["cancel"], "ID"),
-        (["import-instance", "x.raw", "-p", "Linux", "--instance-initiated-shutdown-behavior",
-          "explode"], "invalid choice"),
-        (["import-instance", "x.raw", "-p", "Linux", "--user-data", "a", "--user-data-file", "f"],
-         "not allowed with"),
+        (
+            [
+                "import-instance",
+                "x.raw",
+                "-p",
+                "Linux",
+                "--instance-initiated-shutdown-behavior",
+                "explode",
+            ],
+            "invalid choice",
+        ),
+        (
+            [
+                "import-instance",
+                "x.raw",
+                "-p",
+                "Linux",
+                "--user-data",
+                "a",
+                "--user-data-file",
+                "f",
+            ],
+            "not allowed with",
+        ),
         (["import-volume", "x.raw", "-z", "us-east-1a", "-x", "30"], "outside 0-7 days"),
     ],
 )
@@ -38,13 +58,44 @@ def test_argparse_usage_errors_exit_2(argv: list[str], fragment: str, capsys) ->
     [
         (["import-instance", "-p", "Linux", "-b", "bkt"], "no image given"),
         (["import-instance", "disk.raw", "-p", "Linux"], "no bucket given"),
-        (["import-volume", "disk.raw", "-z", "us-east-1a", "--manifest-url", "http://127.0.0.1:9/m"],
-         "not both"),
-        (["import-volume", "-z", "us-east-1a", "--manifest-url", "http://127.0.0.1:9/m", "--local"],
-         "cannot be used with --local"),
-        (["import-volume", "-z", "us-east-1a", "--manifest-url", "ftp://x/y"], "not an http(s) URL"),
-        (["import-instance", "-p", "Linux", "--user-data-file", "/nonexistent/ud", "--manifest-url",
-          "http://127.0.0.1:9/m"], "cannot read --user-data-file"),
+        (
+            [
+                "import-volume",
+                "disk.raw",
+                "-z",
+                "us-east-1a",
+                "--manifest-url",
+                "http://127.0.0.1:9/m",
+            ],
+            "not both",
+        ),
+        (
+            [
+                "import-volume",
+                "-z",
+                "us-east-1a",
+                "--manifest-url",
+                "http://127.0.0.1:9/m",
+                "--local",
+            ],
+            "cannot be used with --local",
+        ),
+        (
+            ["import-volume", "-z", "us-east-1a", "--manifest-url", "ftp://x/y"],
+            "not an http(s) URL",
+        ),
+        (
+            [
+                "import-instance",
+                "-p",
+                "Linux",
+                "--user-data-file",
+                "/nonexistent/ud",
+                "--manifest-url",
+                "http://127.0.0.1:9/m",
+            ],
+            "cannot read --user-data-file",
+        ),
     ],
 )
 def test_our_usage_errors_are_one_line_exit_2(argv: list[str], fragment: str, capsys) -> None:
@@ -58,14 +109,47 @@ def test_our_usage_errors_are_one_line_exit_2(argv: list[str], fragment: str, ca
 def test_classic_options_map_onto_the_launch_spec(tmp_path) -> None:
     user_data = tmp_path / "ud.sh"
     user_data.write_bytes(b"#!/bin/sh\n\x00binary ok\n")
-    args = build_parser().parse_args([
-        "import-instance", "disk.vmdk", "-p", "Windows", "-t", "m1.xlarge", "-a", "i386",
-        "-z", "us-east-1b", "-g", "web", "-g", "sg-123,ssh", "--subnet", "subnet-1",
-        "--private-ip-address", "10.1.2.3", "--monitor",
-        "--instance-initiated-shutdown-behavior", "terminate", "--user-data-file", str(user_data),
-        "--additional-info", "info", "-b", "bkt", "-x", "3", "-s", "9", "-f", "vmdk",
-        "-d", "desc", "--prefix", "imports",
-    ])
+    args = build_parser().parse_args(
+        [
+            "import-instance",
+            "disk.vmdk",
+            "-p",
+            "Windows",
+            "-t",
+            "m1.xlarge",
+            "-a",
+            "i386",
+            "-z",
+            "us-east-1b",
+            "-g",
+            "web",
+            "-g",
+            "sg-123,ssh",
+            "--subnet",
+            "subnet-1",
+            "--private-ip-address",
+            "10.1.2.3",
+            "--monitor",
+            "--instance-initiated-shutdown-behavior",
+            "terminate",
+            "--user-data-file",
+            str(user_data),
+            "--additional-info",
+            "info",
+            "-b",
+            "bkt",
+            "-x",
+            "3",
+            "-s",
+            "9",
+            "-f",
+            "vmdk",
+            "-d",
+            "desc",
+            "--prefix",
+            "imports",
+        ]
+    )
     spec = launch_spec_from(args)
     assert spec.instance_type == "m1.xlarge" and spec.architecture == "i386"
     assert spec.availability_zone == "us-east-1b"

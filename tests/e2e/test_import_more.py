@@ -1,0 +1,229 @@
+"""More of the import command: DryRun refused, --convert on the way in, Ctrl-C while waiting."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+
+from manifestkit.cli import main
+
+ZONE = "us-east-1a"
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
+
+def run(capsys: Any, argv: list[str]) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+class _Refusing(http.server.BaseHTTPRequestHandler):
+    """An EC2 endpoint on loopback that answers every call with one error, and records them."""
+
+    code = "UnauthorizedOperation"
+    status = 403
+    seen: list[dict[str, list[str]]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        type(self).seen.append(parse_qs(body.decode()))
+        answer = (
+            f"<Response><Errors><Error><Code>{self.code}</Code><Message>You are not authorized "
+            f"to perform this operation.</Message></Error></Errors><RequestID>r</RequestID>"
+            "</Response>"
+        ).encode()
+        self.send_response(self.status)
+        self.send_header("Content-Type", "text/xml")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def refusing_ec2() -> Iterator[str]:
+    _Refusing.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+def test_dry_run_not_allowed_is_exit_1_and_uploads_nothing(
+    refusing_ec2: str, sandbox: Any, bucket: str, s3: Any, tmp_path: Path, capsys: Any
+) -> None:
+    shutil.copyfile(SAMPLES / "tiny.raw", tmp_path / "tiny.raw")
+    code, out, err = run(
+        capsys,
+        [
+            "import-instance",
+            str(tmp_path / "tiny.raw"),
+            "-p",
+            "Linux",
+            "-t",
+            "m5.large",
+            "-b",
+            bucket,
+            "--dry-run",
+            "--region",
+            "us-east-1",
+            "--s3-endpoint-url",
+            sandbox.s3_endpoint_url,
+            "--ec2-endpoint-url",
+            refusing_ec2,
+        ],
+    )
+    assert code == 1, err
+    assert "would NOT be allowed (UnauthorizedOperation)" in out
+    (sent,) = _Refusing.seen
+    assert sent["Action"] == ["ImportInstance"] and sent["DryRun"] == ["true"]
+    assert sent["LaunchSpecification.InstanceType"] == ["m5.large"]
+    assert sent["DiskImage.1.Image.Bytes"] == [str((tmp_path / "tiny.raw").stat().st_size)]
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+
+
+def test_auth_failure_on_the_import_call_is_exit_2_with_the_way_out(
+    refusing_ec2: str,
+    sandbox: Any,
+    bucket: str,
+    tmp_path: Path,
+    capsys: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_Refusing, "code", "AuthFailure")
+    monkeypatch.setattr(_Refusing, "status", 401)
+    shutil.copyfile(SAMPLES / "tiny.raw", tmp_path / "tiny.raw")
+    code, _, err = run(
+        capsys,
+        [
+            "import-volume",
+            str(tmp_path / "tiny.raw"),
+            "-z",
+            ZONE,
+            "-b",
+            bucket,
+            "--region",
+            "us-east-1",
+            "--s3-endpoint-url",
+            sandbox.s3_endpoint_url,
+            "--ec2-endpoint-url",
+            refusing_ec2,
+        ],
+    )
+    assert code == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith("manifestkit: error: ImportVolume: EC2 refused the credentials")
+    assert "manifestkit import-volume --manifest-url" in line and "manifestkit delete" in line
+
+
+def test_import_with_convert(
+    sandbox: Any, bucket: str, ec2: Any, tmp_path: Path, capsys: Any
+) -> None:
+    sparse = tmp_path / "sparse.vmdk"  # monolithicSparse: EC2 refuses it as it is
+    subprocess.run(
+        ["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(SAMPLES / "tiny.raw"), str(sparse)],
+        check=True,
+        capture_output=True,
+    )
+    flags = [
+        "--region",
+        "us-east-1",
+        "--s3-endpoint-url",
+        sandbox.s3_endpoint_url,
+        "--ec2-endpoint-url",
+        sandbox.ec2_endpoint_url,
+    ]
+    code, _, err = run(capsys, ["import-volume", str(sparse), "-z", ZONE, "-b", bucket, *flags])
+    assert code == 2 and "--convert" in err
+    code, out, err = run(
+        capsys,
+        [
+            "import-volume",
+            str(sparse),
+            "-z",
+            ZONE,
+            "-b",
+            bucket,
+            "--convert",
+            "--wait",
+            "--interval",
+            "0.05",
+            "--output",
+            "json",
+            *flags,
+        ],
+    )
+    assert code == 0, err
+    task = json.loads(out)["task"]
+    assert task["state"] == "completed" and task["image_format"] == "VMDK"
+    assert ec2.describe_volumes(VolumeIds=task["volume_ids"])["Volumes"]
+
+
+def test_ctrl_c_while_waiting_names_the_task_that_goes_on(
+    sandbox: Any,
+    bucket: str,
+    ec2: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clean_env: Any,
+) -> None:
+    monkeypatch.setenv("MANIFESTKIT_SANDBOX_PART_DELAY", "0.5")
+    shutil.copyfile(SAMPLES / "tiny.raw", tmp_path / "tiny.raw")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "manifestkit",
+            "import-volume",
+            "tiny.raw",
+            "-z",
+            ZONE,
+            "-b",
+            bucket,
+            "--part-size",
+            "4K",
+            "--wait",
+            "--interval",
+            "0.05",
+        ],
+        cwd=tmp_path,
+        env=clean_env(**sandbox.env()),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert process.stderr is not None
+    try:
+        first = process.stderr.readline()  # "hh:mm:ss import-vol-... active: ..."
+        task_id = first.split()[1]
+        assert task_id.startswith("import-vol-"), first
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130
+    assert f"conversion task {task_id} goes on in EC2" in err
+    assert f"manifestkit tasks {task_id} --watch" in err and f"manifestkit cancel {task_id}" in err
+    ec2.cancel_conversion_task(ConversionTaskId=task_id)
