@@ -416,3 +416,17 @@ def test_quote_key_is_urllib_quote():
     for _ in range(20_000):
         key = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
         assert quote_key(key) == quote(key, safe="/~"), key
+
+
+def test_parse_accepts_signature_anywhere_in_query():
+    url = Presigner(ReadOnlyCredentials(ACCESS, SECRET, TOKEN), "eu-west-1", now=FROZEN).url(
+        "HEAD", "my-bucket", "a b"
+    )
+    base, query = url.split("?")
+    items = query.split("&")
+    items.insert(1, items.pop())
+    moved = parse_presigned_url(f"{base}?{'&'.join(items)}")
+    assert moved.signature == parse_presigned_url(url).signature
+    assert signed_method(moved, SECRET) == "HEAD"
+    with pytest.raises(PresignedUrlError, match="twice"):
+        parse_presigned_url(f"{url}&X-Amz-Date=20261127T000000Z")
