@@ -4,7 +4,8 @@ It forwards each request verbatim (the Host header too, so SigV4 signatures stay
 seeded random fraction of requests, instead:
 
 * ``reset``: reads half the body, then closes the socket with SO_LINGER 0 (a TCP RST);
-* ``500`` / ``503``: answers S3's ``InternalError`` / ``SlowDown`` without forwarding.
+* ``500`` / ``503``: answers S3's ``InternalError`` / ``SlowDown`` without forwarding;
+* ``answer(method, path)`` returning ``(status, code)``: that S3 error, for chosen requests.
 
 ``delay`` sleeps before each forward (a slow server). Every request is recorded (method, path,
 query, copy source, body bytes, what happened), so tests can count PUTs, CopyObjects and bytes.
@@ -18,6 +19,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -50,6 +52,7 @@ class FaultProxy:
         faults: tuple[str, ...] = ("reset", "500", "503"),
         delay: float = 0.0,
         seed: int = 1234,
+        answer: Callable[[str, str], tuple[int, str] | None] | None = None,
     ) -> None:
         parts = urlsplit(upstream)
         self.upstream_host = parts.hostname or "127.0.0.1"
@@ -57,6 +60,8 @@ class FaultProxy:
         self.fault_rate = fault_rate
         self.faults = faults
         self.delay = delay
+        #: (method, path) -> (status, S3 error code) to answer instead of forwarding, or None
+        self.answer = answer
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self.seen: list[Seen] = []
@@ -142,8 +147,17 @@ class FaultProxy:
             h.close_connection = True
             return
         body = h.rfile.read(length) if length else b""
-        if fault in _ERRORS:
-            status, code, message = _ERRORS[fault]
+        if len(body) < length:  # the client went away mid-body (killed): forward nothing
+            self._record(Seen(h.command, path, query, copy_source, len(body), "client-gone", 0))
+            h.close_connection = True
+            return
+        forced = self.answer(h.command, path) if self.answer else None
+        if forced is not None:
+            fault = "forced"
+        if fault in _ERRORS or forced is not None:
+            status, code, message = (
+                (forced[0], forced[1], "forced by the test") if forced else _ERRORS[fault]
+            )
             xml = (
                 '<?xml version="1.0" encoding="UTF-8"?>\n'
                 f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"

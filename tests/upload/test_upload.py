@@ -254,3 +254,37 @@ def test_bad_options(s3server, bucket, tmp_path, argv, message):
     image = random_image(tmp_path / "d.raw", MiB)
     code, out, err = _upload(s3server, bucket, image, *argv)
     assert code == 2 and message in err and out == ""
+
+
+def test_access_denied_is_one_line_and_deletes_nothing(s3server, bucket, tmp_path):
+    image = random_image(tmp_path / "denied.raw", 3 * MiB)
+
+    def deny_part_puts(method, path):
+        return (403, "AccessDenied") if method == "PUT" and ".part" in path else None
+
+    with FaultProxy(s3server.endpoint_url, answer=deny_part_puts) as proxy:
+        code, out, err = _upload(s3server, bucket, image, endpoint=proxy.url)
+        assert proxy.requests("DELETE", outcome=None) == []
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "access denied" in lines[0] and "s3:PutObject" in lines[0]
+
+
+def test_server_errors_that_do_not_stop_fail_with_exit_1(s3server, bucket, tmp_path, monkeypatch):
+    import manifestkit.upload as upload_module
+    from manifestkit.errors import UploadError
+    from manifestkit.workflow import UploadRequest, upload_image
+
+    monkeypatch.setattr(upload_module, "_RETRY_BACKOFF", 0.01)
+    image = random_image(tmp_path / "down.raw", MiB)
+
+    def always_500(method, path):
+        return (500, "InternalError") if method == "PUT" and ".part" in path else None
+
+    with FaultProxy(s3server.endpoint_url, answer=always_500) as proxy:
+        settings = s3server.settings(s3_endpoint_url=proxy.url, max_attempts=2)
+        with pytest.raises(UploadError, match="failed after 3 attempts") as caught:
+            upload_image(UploadRequest(image=str(image), bucket=bucket, part_size=MiB), settings)
+        # botocore's 3 tries (max_attempts=2 retries) for each of the 3 part-level attempts
+        assert len(proxy.requests("PUT", outcome="forced")) == 9
+    assert caught.value.exit_code == 1 and "--resume" in str(caught.value)
