@@ -317,7 +317,8 @@ def _interrupted(args: argparse.Namespace, task_id: str | None) -> int:
 
 def _on_update_printer(args: argparse.Namespace, seen: dict[str, str]) -> Any:
     """State changes while waiting: a line each on stderr (unless quiet); remembers the task id."""
-    news = ChangeFilter()
+    bar_shown = not args.quiet and sys.stderr.isatty()  # TqdmProgress draws bytes converted
+    news = ChangeFilter(progress_steps=not bar_shown)
 
     def show(task: ConversionTask) -> None:
         seen["task_id"] = task.id

@@ -140,12 +140,16 @@ class ChangeFilter:
     """Decides which changes are worth a line: a new state or a new kind of status message, and
     progress only in steps of a tenth ("Progress: 61%" -> "62%" is not news; 60% -> 70% is)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, progress_steps: bool = True) -> None:
+        #: False when a progress bar already shows the bytes (on a terminal)
+        self._steps = progress_steps
         self._last: dict[str, tuple[str, str, int]] = {}
 
     def __call__(self, task: ConversionTask) -> bool:
         shape = _NUMBERS.sub("#", task.status_message)
-        tenth = 10 * task.bytes_converted // task.image_bytes if task.image_bytes else 0
+        tenth = 0
+        if self._steps and task.image_bytes:
+            tenth = 10 * task.bytes_converted // task.image_bytes
         key = (task.state, shape, tenth)
         if self._last.get(task.id) == key:
             return False
@@ -163,7 +167,7 @@ class TaskBars:
         self._quiet = quiet
         self._bars: dict[str, tqdm] = {}
         self._done: dict[str, int] = {}
-        self._news = ChangeFilter()
+        self._news = ChangeFilter(progress_steps=not self._tty)
 
     def poll(self, tasks: list[ConversionTask]) -> None:
         if not self._tty:

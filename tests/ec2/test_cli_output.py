@@ -81,3 +81,11 @@ def test_task_bars_quiet_print_nothing() -> None:
     bars = TaskBars(quiet=True, stream=out)
     bars.change(_task())
     assert out.getvalue() == ""
+
+
+def test_change_filter_without_steps_reports_states_and_new_kinds_of_message() -> None:
+    news = ChangeFilter(progress_steps=False)  # a progress bar shows the bytes
+    seen = [news(_task(message=f"Progress: {p}%", done=p * 10)) for p in (0, 10, 50, 100)]
+    assert seen == [True, False, False, False]
+    assert news(_task(message="Validating image")) is True
+    assert news(_task("completed", done=1000)) is True
