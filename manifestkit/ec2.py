@@ -415,7 +415,7 @@ def translate_error(exc: Exception, *, action: str, task_id: str | None = None) 
                 f"{action}: EC2 refused the credentials ({code}: {message})",
                 fix="check the access key, secret key and clock, or refresh expired credentials",
             )
-        if code in _BAD_INPUT_CODES:
+        if code in _BAD_INPUT_CODES or code.endswith(".Malformed"):
             return UsageError(f"{action}: EC2 rejected the request ({code}: {message})")
         return RemoteError(f"{action} failed ({code}: {message})")
     if isinstance(exc, botocore.exceptions.BotoCoreError):

@@ -228,6 +228,7 @@ def test_finished_tasks_never_block_delete() -> None:
         ("ResourceLimitExceeded", RemoteError, "already have 5 active conversion tasks", 1),
         ("InvalidConversionTaskId.NotFound", RemoteError, "import-i-x does not exist", 1),
         ("InvalidParameterValue", UsageError, "rejected the request", 2),
+        ("InvalidConversionTaskId.Malformed", UsageError, "rejected the request", 2),
         ("InternalError", RemoteError, "failed", 1),
     ],
 )
