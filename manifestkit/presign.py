@@ -3,8 +3,10 @@
 A manifest for a 1 TiB image holds ~315,000 presigned URLs. botocore's ``generate_presigned_url``
 builds a request object, runs the endpoint rule set and derives the signing key for every URL
 (hundreds of microseconds each). Here everything that does not depend on the key is computed once:
-the signing key (once per date/region/service), the credential scope, the query string and its
-canonical form. What is left per URL is one percent-encoding, one SHA-256 and one HMAC.
+the signing key (once per date/region/service) and its HMAC inner/outer hash states, the
+credential scope, the query string and its canonical form, and per bucket the host and the
+canonical request's tail. What is left per URL is percent-encoding the key (usually a no-op), one
+SHA-256 and one HMAC (two hash-state copies).
 
 Algorithm: "Authenticating Requests: Using Query Parameters (AWS Signature Version 4)",
 https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html . The URL layout
