@@ -1,11 +1,10 @@
-"""An S3 server on 127.0.0.1 for the upload tests: the project's signature-checking sandbox when
-it is available, moto's threaded server otherwise (then the signature tests are skipped)."""
+"""The upload tests' view of the session sandbox (S3 with real SigV4/expiry/method checks on
+127.0.0.1): endpoint, credentials, settings, clients, CLI arguments and a subprocess environment.
+Buckets come from the shared ``bucket`` fixture."""
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -15,8 +14,6 @@ from botocore.config import Config
 
 from manifestkit.aws import AwsSettings
 
-_names = itertools.count()
-
 
 @dataclass(frozen=True)
 class S3Server:
@@ -24,8 +21,6 @@ class S3Server:
     region: str
     access_key: str
     secret_key: str
-    #: True when the server checks SigV4 signatures, expiry and methods (the sandbox)
-    checks_signatures: bool
     sandbox: Any = None
 
     def settings(self, **overrides: Any) -> AwsSettings:
@@ -76,38 +71,7 @@ class S3Server:
 
 
 @pytest.fixture(scope="session")
-def s3server() -> Iterator[S3Server]:
-    try:
-        from manifestkit.sandbox import Sandbox  # type: ignore[attr-defined]
-    except ImportError:
-        Sandbox = None  # noqa: N806
-    if Sandbox is not None:
-        with Sandbox(region="us-east-1") as sandbox:
-            yield S3Server(
-                sandbox.s3_endpoint_url, sandbox.region, sandbox.access_key, sandbox.secret_key,
-                checks_signatures=True, sandbox=sandbox,
-            )
-        return
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield S3Server(f"http://{host}:{port}", "us-east-1", "testing", "testing",
-                       checks_signatures=False)
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def bucket(s3server: S3Server) -> str:
-    name = f"mk-upload-{os.getpid()}-{next(_names)}"
-    s3server.client().create_bucket(Bucket=name)
-    return name
-
-
-@pytest.fixture
-def needs_signature_checks(s3server: S3Server) -> None:
-    if not s3server.checks_signatures:
-        pytest.skip("the S3 server does not check signatures (sandbox not available)")
+def s3server(sandbox: Any) -> S3Server:
+    """The session's signature-checking sandbox (tests/conftest.py), seen as an S3 endpoint."""
+    return S3Server(sandbox.s3_endpoint_url, sandbox.region, sandbox.access_key,
+                    sandbox.secret_key, sandbox=sandbox)

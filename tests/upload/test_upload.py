@@ -70,7 +70,7 @@ def test_upload_json_output(s3server, bucket, tmp_path):
 
 
 def test_signed_urls_are_refused_when_tampered_or_method_swapped(
-    s3server, bucket, tmp_path, needs_signature_checks
+    s3server, bucket, tmp_path
 ):
     image = random_image(tmp_path / "d.raw", 1 * MiB + 1)
     code, out, err = _upload(s3server, bucket, image)
@@ -225,7 +225,8 @@ def test_bucket_owner_is_passed_to_every_call_that_takes_it(
     assert all(owner == "123456789012" for _, owner in seen), seen
 
 
-def test_wrong_credentials_exit_2(s3server, bucket, tmp_path, needs_signature_checks):
+def test_wrong_credentials_exit_2(s3server, bucket, tmp_path
+):
     image = random_image(tmp_path / "d.raw", MiB)
     code, out, err = _upload(s3server, bucket, image, "--aws-access-key", s3server.access_key,
                              "--aws-secret-key", "wrong-secret")

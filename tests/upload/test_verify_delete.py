@@ -145,7 +145,7 @@ def test_delete_refuses_while_a_task_uses_the_manifest(s3server, uploaded):
 
 
 def test_delete_falls_back_to_credentials_when_urls_expired(
-    s3server, bucket, tmp_path, needs_signature_checks
+    s3server, bucket, tmp_path
 ):
     image = random_image(tmp_path / "old.raw", 2 * MiB)
     old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=8)
@@ -157,7 +157,8 @@ def test_delete_falls_back_to_credentials_when_urls_expired(
     assert not [k for k in _keys(s3server, bucket) if k.startswith(result.upload_id)]
 
 
-def test_delete_cli_asks_ec2_for_active_tasks(s3server, bucket, tmp_path, needs_signature_checks):
+def test_delete_cli_asks_ec2_for_active_tasks(s3server, bucket, tmp_path
+):
     image = random_image(tmp_path / "busy.raw", 2 * MiB, seed=12)
     result = upload_image(UploadRequest(image=str(image), bucket=bucket, part_size=MiB),
                           s3server.settings())
