@@ -215,6 +215,8 @@ def _resume_command(args: argparse.Namespace) -> str:
             words += [f"--{flag.replace('_', '-')}", value]
     if args.bucket_owner:
         words += ["--bucket-owner", args.bucket_owner]
+    if args.convert:
+        words.append("--convert")
     return shlex.join(words)
 
 
@@ -236,6 +238,10 @@ def run_resume(args: argparse.Namespace) -> int:
                 progress=progress_for(args),
             )
     except KeyboardInterrupt:
-        hint = shlex.join(["manifestkit", "resume", "MANIFEST_URL_OR_FILE", args.image])
+        # a URL is a bearer token: name it, do not print it
+        manifest = (
+            "MANIFEST_URL" if args.manifest.startswith(("http://", "https://")) else (args.manifest)
+        )
+        hint = shlex.join(["manifestkit", "resume", manifest, args.image])
         return _interrupted(hint)
     return _report(args, result)
