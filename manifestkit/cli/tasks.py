@@ -232,7 +232,14 @@ def run_tasks(args: argparse.Namespace) -> int:
             _print_tasks(args, [], empty="no active conversion tasks to watch")
             return 0
         _print_tasks(args, final)
-        return 0 if all(task.succeeded for task in final) else 1
+        failed = [task for task in final if not task.succeeded]
+        for task in failed:
+            print(
+                f"manifestkit: error: conversion task {task.id} ended {task.state}: "
+                f"{task.status_message or 'no status message'}",
+                file=sys.stderr,
+            )
+        return 1 if failed else 0
 
 
 def _print_tasks(

@@ -309,3 +309,50 @@ def test_refused_credentials_are_credentials_errors(
     assert code_name in err and err.count("\n") == 1
     assert "nope" not in err and "wrong-secret" not in err
     assert out == ""
+
+
+def test_task_expiry_while_waiting_for_parts_ends_the_watch_with_exit_1(
+    sandbox: Any,
+    bucket: str,
+    workdir: Path,
+    capsys: Any,
+    sandbox_clock: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MANIFESTKIT_SANDBOX_PART_WAIT", "60")
+    code, out, err = run(
+        capsys,
+        [
+            "import-volume",
+            str(workdir / "tiny.raw"),
+            "-z",
+            ZONE,
+            "-b",
+            bucket,
+            "--no-upload",
+            "--output",
+            "json",
+            *endpoint_flags(sandbox),
+        ],
+    )
+    assert code == 0, err
+    task = json.loads(out)["task"]
+    assert task["state"] == "active" and task["expiration_time"]
+    sandbox_clock.advance(8 * 86400)  # the parts never came: EC2 gives up after about 7 days
+    code, out, err = run(
+        capsys,
+        [
+            "tasks",
+            task["id"],
+            "--watch",
+            "--interval",
+            "0.05",
+            "--output",
+            "json",
+            *endpoint_flags(sandbox),
+        ],
+    )
+    assert code == 1
+    (final,) = json.loads(out)["tasks"]
+    assert final["state"] == "cancelled" and "expire" in final["status_message"].lower()
+    assert "cancelled" in err and "expire" in err.lower()
