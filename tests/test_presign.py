@@ -430,3 +430,23 @@ def test_parse_accepts_signature_anywhere_in_query():
     assert signed_method(moved, SECRET) == "HEAD"
     with pytest.raises(PresignedUrlError, match="twice"):
         parse_presigned_url(f"{url}&X-Amz-Date=20261127T000000Z")
+
+
+def test_from_session_warns_for_refreshable_credentials_expiring_first(caplog):
+    from botocore.credentials import RefreshableCredentials
+
+    expiry = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)
+    session = boto3.Session(region_name="eu-west-1")
+    session._session._credentials = RefreshableCredentials(
+        ACCESS,
+        SECRET,
+        TOKEN,
+        expiry,
+        refresh_using=lambda: pytest.fail("no refresh"),
+        method="assume-role",
+    )
+    with caplog.at_level(logging.WARNING, logger="manifestkit"):
+        presigner = Presigner.from_session(session, AwsSettings())
+    assert f"expire at {expiry.replace(microsecond=0).isoformat()}" in caplog.text
+    assert "X-Amz-Security-Token=" in presigner.url("GET", "my-bucket", "k")
+    assert TOKEN not in caplog.text
