@@ -115,8 +115,17 @@ class ManifestEvents:
         self.header: dict[str, str] = {}
         #: ``parts/@count`` as written
         self.count_text: str | None = None
-        #: the path of the element being read (for messages when the parser stops)
-        self.where = "/"
+        self._stack: list[str] = []
+        self._positions = 0
+
+    @property
+    def where(self) -> str:
+        """The path of the element being read (for messages when the parser stops)."""
+        stack = self._stack
+        if len(stack) >= 4 and stack[1:4] == ["import", "parts", "part"]:
+            rest = "/".join(stack[4:])
+            return f"/manifest/import/parts/part[{self._positions}]" + (f"/{rest}" if rest else "")
+        return "/" + "/".join(stack)
 
     def close(self) -> None:
         if self._owned:
@@ -136,38 +145,41 @@ class ManifestEvents:
             remove_comments=True,
             remove_pis=True,
         )
-        stack: list[str] = []
-        positions = 0
-        part: RawPart | None = None
+        stack = self._stack
+        part_index: str | None = None
+        in_part = False
         closed = False
         try:
             for event, elem in context:
+                tag = elem.tag
                 if event == "start":
                     if not stack:
                         self._check_root(elem)
-                    stack.append(elem.tag if isinstance(elem.tag, str) else "?")
-                    if len(stack) == 4 and stack[1:3] == ["import", "parts"] and elem.tag == "part":
-                        positions += 1
-                        part = RawPart(positions, _int(elem.get("index")), None, None, {})
-                        self.where = f"/manifest/import/parts/part[{positions}]"
-                    else:
-                        self.where = "/" + "/".join(stack)
-                    if len(stack) == 3 and stack[1:] == ["import", "parts"]:
+                    stack.append(tag if isinstance(tag, str) else "?")
+                    depth = len(stack)
+                    if depth == 4 and tag == "part" and stack[1:3] == ["import", "parts"]:
+                        self._positions += 1
+                        part_index, in_part = elem.get("index"), True
+                    elif depth == 3 and tag == "parts" and stack[1] == "import":
                         self.count_text = elem.get("count")
                         yield "parts", None
                     continue
                 # end
                 depth = len(stack)
-                tag = stack.pop()
-                closed = not stack
-                if part is not None and depth == 5:
-                    if tag == "byte-range":
-                        part.start = _int(elem.get("start"))
-                        part.end = _int(elem.get("end"))
-                    elif tag in _PART_FIELDS:
-                        part.fields[tag] = (elem.text or "").strip()
-                elif part is not None and depth == 4 and tag == "part":
-                    done, part = part, None
+                stack.pop()
+                if depth == 5:
+                    continue  # a part's children are read at the part's end
+                if depth == 4 and in_part:
+                    fields: dict[str, str] = {}
+                    start = end = None
+                    for child in elem:  # C iteration over the few children
+                        name = child.tag
+                        if name == "byte-range":
+                            start, end = _int(child.get("start")), _int(child.get("end"))
+                        elif name in _PART_FIELDS:
+                            fields[name] = (child.text or "").strip()
+                    done = RawPart(self._positions, _int(part_index), start, end, fields)
+                    in_part = False
                     # prune: the part and anything before it are no longer needed
                     elem.clear(keep_tail=False)
                     parent = elem.getparent()
@@ -178,6 +190,7 @@ class ManifestEvents:
                     path = "/" + "/".join([*stack, tag])
                     if path in _HEADER_TEXT:
                         self.header[path] = (elem.text or "").strip()
+                    closed = depth == 1
         except etree.XMLSyntaxError as exc:
             # libxml2 schema-validity codes are XML_SCHEMAV_NOROOT..XML_SCHEMAV_MISC (xmlerror.h);
             # exc.error_log is not used: with a shared schema it carries earlier documents' errors
