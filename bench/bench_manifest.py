@@ -70,8 +70,10 @@ def child(argv: list[str], stdout: str) -> tuple[float, float, float]:
     """Run python ``argv`` (``-m mod ...`` or ``-c code ...``); (wall s, CPU s, peak RSS MiB)."""
     peak_file = stdout + ".peak"
     if argv[0] == "-m":
-        code = f"{_PEAK}import runpy; sys.argv[0] = {argv[1]!r}; " \
-               f"runpy.run_module({argv[1]!r}, run_name='__main__', alter_sys=True)"
+        code = (
+            f"{_PEAK}import runpy; sys.argv[0] = {argv[1]!r}; "
+            f"runpy.run_module({argv[1]!r}, run_name='__main__', alter_sys=True)"
+        )
         rest = argv[2:]
     else:
         code, rest = _PEAK + argv[1], argv[2:]
@@ -93,8 +95,11 @@ def botocore_per_url() -> tuple[float, float]:
     client = boto3.Session(
         aws_access_key_id=ENV["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=ENV["AWS_SECRET_ACCESS_KEY"],
-    ).client("s3", region_name="eu-west-1",
-             config=Config(signature_version="s3v4", s3={"addressing_style": "virtual"}))
+    ).client(
+        "s3",
+        region_name="eu-west-1",
+        config=Config(signature_version="s3v4", s3={"addressing_style": "virtual"}),
+    )
     ops = ("head_object", "get_object", "delete_object")
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     with mock.patch("botocore.auth.get_current_datetime", return_value=now):
@@ -103,8 +108,10 @@ def botocore_per_url() -> tuple[float, float]:
         for i in range(BOTO_SAMPLE):
             client.generate_presigned_url(
                 ops[i % 3],
-                Params={"Bucket": "bench-bucket",
-                        "Key": f"bench/0f0e0d0c-1b2a-4c3d-8e4f-5a6b7c8d9e0f/disk.raw.part{i // 3}"},
+                Params={
+                    "Bucket": "bench-bucket",
+                    "Key": f"bench/0f0e0d0c-1b2a-4c3d-8e4f-5a6b7c8d9e0f/disk.raw.part{i // 3}",
+                },
                 ExpiresIn=604800,
             )
         return (time.process_time() - c0) / BOTO_SAMPLE, (time.perf_counter() - w0) / BOTO_SAMPLE
@@ -120,8 +127,22 @@ def main() -> None:
         manifest = os.path.join(tmp, "disk.rawmanifest.xml")
 
         wall, cpu, rss = child(
-            ["-m", "manifestkit", "manifest", image, "--bucket", "bench-bucket",
-             "--prefix", "bench", "--part-size", "10MiB", "-o", manifest, "--output", "json"],
+            [
+                "-m",
+                "manifestkit",
+                "manifest",
+                image,
+                "--bucket",
+                "bench-bucket",
+                "--prefix",
+                "bench",
+                "--part-size",
+                "10MiB",
+                "-o",
+                manifest,
+                "--output",
+                "json",
+            ],
             os.path.join(tmp, "manifest.json"),
         )
         with open(os.path.join(tmp, "manifest.json")) as f:
@@ -131,38 +152,60 @@ def main() -> None:
         boto_cpu, boto_wall = botocore_per_url()
         boto_total_cpu, boto_total_wall = boto_cpu * urls, boto_wall * urls
         mbytes = os.path.getsize(manifest)
-        print(f"image: {format_size(size)} sparse RAW, 10 MiB parts -> {parts} parts, {urls} URLs, "
-              f"manifest {mbytes / MiB:.1f} MiB")
-        print(f"(1) manifestkit manifest: {cpu:.2f} s CPU ({wall:.2f} s wall), peak RSS "
-              f"{rss:.1f} MiB (goal <= 64 MiB)")
-        print(f"    botocore presigning alone, extrapolated from {BOTO_SAMPLE} URLs to {urls}: "
-              f"{boto_total_cpu:.1f} s CPU ({boto_total_wall:.1f} s wall; "
-              f"{boto_cpu * 1e6:.1f} us/URL)")
-        print(f"    ratio: manifestkit manifest takes 1/{boto_total_cpu / cpu:.1f} of botocore's "
-              f"presigning time (goal <= 1/15)")
+        print(
+            f"image: {format_size(size)} sparse RAW, 10 MiB parts -> {parts} parts, {urls} URLs, "
+            f"manifest {mbytes / MiB:.1f} MiB"
+        )
+        print(
+            f"(1) manifestkit manifest: {cpu:.2f} s CPU ({wall:.2f} s wall), peak RSS "
+            f"{rss:.1f} MiB (goal <= 64 MiB)"
+        )
+        print(
+            f"    botocore presigning alone, extrapolated from {BOTO_SAMPLE} URLs to {urls}: "
+            f"{boto_total_cpu:.1f} s CPU ({boto_total_wall:.1f} s wall; "
+            f"{boto_cpu * 1e6:.1f} us/URL)"
+        )
+        print(
+            f"    ratio: manifestkit manifest takes 1/{boto_total_cpu / cpu:.1f} of botocore's "
+            f"presigning time (goal <= 1/15)"
+        )
 
         runs = [
-            ("manifestkit validate (streaming, XSD + semantic rules)",
-             ["-m", "manifestkit", "validate", manifest]),
-            ("manifestkit validate --verify-signatures (streaming, + every signature)",
-             ["-m", "manifestkit", "validate", manifest, "--verify-signatures"]),
-            ("lxml streaming: iterparse(schema=...) clearing each part (XSD only)",
-             ["-c",
-              "from lxml import etree; "
-              "s = etree.XMLSchema(etree.parse(sys.argv[1])); "
-              "ctx = etree.iterparse(sys.argv[2], tag='part', schema=s, resolve_entities=False, "
-              "no_network=True, load_dtd=False)\n"
-              "for _, e in ctx:\n"
-              "    e.clear()\n"
-              "    while e.getprevious() is not None: del e.getparent()[0]",
-              str(schema_path()), manifest]),
-            ("lxml whole tree: etree.parse + XMLSchema.validate (XSD only)",
-             ["-c",
-              "from lxml import etree; "
-              "s = etree.XMLSchema(etree.parse(sys.argv[1])); "
-              "t = etree.parse(sys.argv[2], etree.XMLParser(huge_tree=True)); "
-              "sys.exit(0 if s.validate(t) else 3)",
-              str(schema_path()), manifest]),
+            (
+                "manifestkit validate (streaming, XSD + semantic rules)",
+                ["-m", "manifestkit", "validate", manifest],
+            ),
+            (
+                "manifestkit validate --verify-signatures (streaming, + every signature)",
+                ["-m", "manifestkit", "validate", manifest, "--verify-signatures"],
+            ),
+            (
+                "lxml streaming: iterparse(schema=...) clearing each part (XSD only)",
+                [
+                    "-c",
+                    "from lxml import etree; "
+                    "s = etree.XMLSchema(etree.parse(sys.argv[1])); "
+                    "ctx = etree.iterparse(sys.argv[2], tag='part', schema=s, resolve_entities=False, "
+                    "no_network=True, load_dtd=False)\n"
+                    "for _, e in ctx:\n"
+                    "    e.clear()\n"
+                    "    while e.getprevious() is not None: del e.getparent()[0]",
+                    str(schema_path()),
+                    manifest,
+                ],
+            ),
+            (
+                "lxml whole tree: etree.parse + XMLSchema.validate (XSD only)",
+                [
+                    "-c",
+                    "from lxml import etree; "
+                    "s = etree.XMLSchema(etree.parse(sys.argv[1])); "
+                    "t = etree.parse(sys.argv[2], etree.XMLParser(huge_tree=True)); "
+                    "sys.exit(0 if s.validate(t) else 3)",
+                    str(schema_path()),
+                    manifest,
+                ],
+            ),
         ]
         print("(2) validating that manifest:")
         for label, argv in runs:

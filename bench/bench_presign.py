@@ -62,10 +62,14 @@ def measure(name: str, key, n: int, n_boto: int, client) -> float:
     boto_us, ours_us = boto_cpu / n_boto * 1e6, ours_cpu / n * 1e6
     ratio = boto_us / ours_us
     print(f"[{name}] identical output on the first {n_boto} URLs: yes")
-    print(f"  botocore generate_presigned_url: {n_boto:>7} URLs, {boto_us:8.2f} us/URL CPU "
-          f"({boto_wall / n_boto * 1e6:.2f} wall)")
-    print(f"  manifestkit Presigner.url:       {n:>7} URLs, {ours_us:8.2f} us/URL CPU "
-          f"({ours_wall / n * 1e6:.2f} wall)")
+    print(
+        f"  botocore generate_presigned_url: {n_boto:>7} URLs, {boto_us:8.2f} us/URL CPU "
+        f"({boto_wall / n_boto * 1e6:.2f} wall)"
+    )
+    print(
+        f"  manifestkit Presigner.url:       {n:>7} URLs, {ours_us:8.2f} us/URL CPU "
+        f"({ours_wall / n * 1e6:.2f} wall)"
+    )
     print(f"  ratio: manifestkit is {ratio:.1f}x faster per URL (goal >= 50x)")
     return ratio
 
@@ -74,7 +78,8 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     n_boto = max(500, n // 20)
     client = boto3.Session(aws_access_key_id=ACCESS, aws_secret_access_key=SECRET).client(
-        "s3", region_name=REGION,
+        "s3",
+        region_name=REGION,
         config=Config(signature_version="s3v4", s3={"addressing_style": "virtual"}),
     )
     measure("typical part keys", typical_key, n, n_boto, client)
