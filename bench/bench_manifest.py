@@ -185,8 +185,8 @@ def main() -> None:
                     "-c",
                     "from lxml import etree; "
                     "s = etree.XMLSchema(etree.parse(sys.argv[1])); "
-                    "ctx = etree.iterparse(sys.argv[2], tag='part', schema=s, resolve_entities=False, "
-                    "no_network=True, load_dtd=False)\n"
+                    "ctx = etree.iterparse(sys.argv[2], tag='part', schema=s, "
+                    "resolve_entities=False, no_network=True, load_dtd=False)\n"
                     "for _, e in ctx:\n"
                     "    e.clear()\n"
                     "    while e.getprevious() is not None: del e.getparent()[0]",
