@@ -306,15 +306,29 @@ def _warn_platform(platform: str, notify: Callable[[str], None]) -> None:
         )
 
 
+def _where(url: str) -> str:
+    """The manifest's place without the signature (a bearer token): ``s3://bucket/key``."""
+    from manifestkit.presign import PresignedUrlError, parse_presigned_url
+
+    try:
+        info = parse_presigned_url(url)
+    except PresignedUrlError:
+        return url.split("?", 1)[0]
+    return f"s3://{info.bucket}/{info.key}" if info.bucket else url.split("?", 1)[0]
+
+
 def recovery_hint(staged: _Staged, command: str) -> str:
-    """What to run after a failed EC2 call, so the upload is neither lost nor left behind."""
-    url = shlex.quote(staged.disk.manifest_url)
-    retry = f"manifestkit {command} --manifest-url {url} ..."
+    """What to run after a failed EC2 call, so the upload is neither lost nor left behind.
+
+    It names the manifest by bucket and key; the URL itself (a bearer token) travels as the
+    error's ``manifest_url`` attribute, which the CLI prints on stdout like ``upload`` does.
+    """
+    retry = f"manifestkit {command} --manifest-url URL ..."
     if staged.parts_pending and staged.image:
-        retry += f" (then send the parts: manifestkit resume {url} {shlex.quote(staged.image)})"
+        retry += f" (and send the parts: manifestkit resume URL {shlex.quote(staged.image)})"
     return (
-        f"the image is in S3 (manifest {staged.disk.manifest_url}): retry with {retry}, "
-        f"or clean up with manifestkit delete {url}"
+        f"the image is uploaded ({_where(staged.disk.manifest_url)}; URL = its manifest URL): "
+        f"retry with {retry}, or clean up with manifestkit delete URL"
     )
 
 
@@ -324,6 +338,7 @@ def _with_recovery(exc: ManifestkitError, staged: _Staged, command: str) -> Mani
     clone = type(exc).__new__(type(exc))
     ManifestkitError.__init__(clone, exc.message, fix=fix)
     clone.__dict__.update({k: v for k, v in exc.__dict__.items() if k not in ("message", "fix")})
+    clone.manifest_url = staged.disk.manifest_url  # type: ignore[attr-defined]
     return clone
 
 

@@ -27,7 +27,7 @@ from manifestkit.cli.tasks import (
     poll_interval,
 )
 from manifestkit.ec2 import SHUTDOWN_BEHAVIORS, ConversionTask, LaunchSpec, WaitSettings
-from manifestkit.errors import UsageError
+from manifestkit.errors import ManifestkitError, UsageError
 from manifestkit.parts import DEFAULT_PART_SIZE
 from manifestkit.sizes import parse_size
 
@@ -360,6 +360,12 @@ def _run_in(args: argparse.Namespace, action: str, build: Any, start: Any, check
             )
     except KeyboardInterrupt:
         return _interrupted(args, seen.get("task_id"))
+    except ManifestkitError as exc:
+        url = getattr(exc, "manifest_url", None)
+        if url:
+            # what the upload produced, on stdout as manifestkit upload prints it
+            emit(args, {"error": str(exc), "manifest_url": url}, url)
+        raise
     extra: dict[str, Any] = {}
     if args.no_upload and args.image:
         hint = shlex.join(["manifestkit", "resume", task.manifest_url or "URL", args.image])
