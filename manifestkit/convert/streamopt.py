@@ -12,7 +12,8 @@ Extents"), every item aligned to a 512-byte sector::
     end-of-stream marker (type 0)
 
 Nothing is ever written twice, so the output could go to a pipe. Grains are deflated by a thread
-pool (zlib releases the GIL); results are written in submission order.
+pool (zlib releases the GIL); results are written in submission order. Incompressible grains are
+stored (zlib level 0) instead of deflated: see ``deflate_grain``.
 
 Worst-case memory: ``window`` runs in flight, each at most ``RUN_GRAINS`` grains read (1 MiB) plus
 their compressed form (< 1.01 MiB), so about ``2.1 MiB x window``; plus the grain directory
@@ -58,6 +59,15 @@ RUN_GRAINS = 16
 DEFAULT_LEVEL = 5
 
 _ZERO_GRAIN = bytes(GRAIN_BYTES)
+
+# Incompressible grains (compressed files, encrypted data) cost deflate as much CPU as any other
+# and do not shrink at any level; qemu-img's level 6 emits them as stored blocks anyway. A level-1
+# probe of four 1 KiB samples spread over the grain costs ~7 % of deflating it; when the samples do
+# not shrink by at least 3 %, the grain is written with zlib level 0 (stored blocks: a valid zlib
+# stream, 15 bytes over the grain, about 10x cheaper than deflating it).
+_PROBE_OFFSETS = (0, 21 * 1024, 42 * 1024, GRAIN_BYTES - 1024)
+_PROBE_BYTES = 1024
+_PROBE_STORE_RATIO = 0.97
 
 
 @dataclass(frozen=True)
@@ -177,11 +187,19 @@ def _pack_run(disk: VirtualDisk, first: int, count: int, level: int) -> _Packed:
         grain = data[i * GRAIN_BYTES : (i + 1) * GRAIN_BYTES]  # bytes slice: == is one memcmp
         if grain == _ZERO_GRAIN:
             continue
-        record = vmdk.pack_grain_marker((first + i) * GRAIN_SECTORS, zlib.compress(grain, level))
+        record = vmdk.pack_grain_marker((first + i) * GRAIN_SECTORS, deflate_grain(grain, level))
         records.append(record)
         grains.append(first + i)
         sectors.append(len(record) // SECTOR)
     return _Packed(first, count, tuple(grains), tuple(sectors), b"".join(records))
+
+
+def deflate_grain(grain: bytes, level: int) -> bytes:
+    """The zlib stream for one grain: stored when a quick probe finds it incompressible."""
+    probe = b"".join(grain[at : at + _PROBE_BYTES] for at in _PROBE_OFFSETS)
+    if len(zlib.compress(probe, 1)) >= _PROBE_STORE_RATIO * len(probe):
+        return zlib.compress(grain, 0)
+    return zlib.compress(grain, level)
 
 
 class _Out:

@@ -183,3 +183,19 @@ def test_large_sparse_raw(tmp_path: Path) -> None:
     assert info.capacity_bytes == size
     assert out.stat().st_size < 2 * MiB
     assert_same_disk(raw, out, "raw")
+
+
+def test_incompressible_grains_are_stored_and_others_deflated() -> None:
+    import zlib
+
+    from manifestkit.convert.streamopt import deflate_grain
+
+    random_grain = os.urandom(GRAIN_BYTES)
+    text = b"".join(b"line %d of a log file: kernel usr lib\n" % i for i in range(2000))
+    text_grain = text[:GRAIN_BYTES]
+    half = random_grain[: GRAIN_BYTES // 2] + text_grain[: GRAIN_BYTES // 2]
+    for grain in (random_grain, text_grain, half):
+        assert zlib.decompress(deflate_grain(grain, 5)) == grain
+    assert len(deflate_grain(random_grain, 5)) == len(zlib.compress(random_grain, 0))
+    assert len(deflate_grain(text_grain, 5)) == len(zlib.compress(text_grain, 5))
+    assert len(deflate_grain(half, 5)) == len(zlib.compress(half, 5))
