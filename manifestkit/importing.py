@@ -29,7 +29,14 @@ from manifestkit.ec2 import (
     VolumeImportSpec,
     WaitSettings,
 )
-from manifestkit.errors import ManifestkitError, TaskFailed, UsageError
+from manifestkit.errors import (
+    CredentialsError,
+    ManifestkitError,
+    NotImportableError,
+    TaskFailed,
+    UsageError,
+)
+from manifestkit.images.info import FORMATS, volume_gib_for
 from manifestkit.progress import NoProgress, Progress
 
 if TYPE_CHECKING:
@@ -194,7 +201,6 @@ def _put_manifest_only(upload: UploadRequest, settings: AwsSettings) -> DiskImag
     """
     from manifestkit.bucket_checks import ensure_bucket
     from manifestkit.buckets import validate_bucket_name
-    from manifestkit.errors import NotImportableError
     from manifestkit.images import inspect_image
     from manifestkit.parts import PartPlan
     from manifestkit.presign import Presigner
@@ -278,21 +284,53 @@ def _dry_run_disk(
     from manifestkit.parts import PartPlan
     from manifestkit.presign import Presigner
 
-    info = inspect_image(upload.image, format=upload.format)
+    try:
+        info = inspect_image(upload.image, format=upload.format)
+        file_format, file_bytes, needed_gib = info.format, info.file_bytes, info.volume_gib
+    except NotImportableError:
+        if not upload.convert:
+            raise
+        # --convert will upload a streamOptimized copy; its size is not known before converting
+        file_bytes = os.stat(upload.image).st_size
+        file_format, needed_gib = "VMDK", volume_gib_for(file_bytes)
     plan = PartPlan.for_file(
-        upload.image, info.file_bytes, part_size=upload.part_size, prefix=upload.prefix
+        upload.image, file_bytes, part_size=upload.part_size, prefix=upload.prefix
     )
     presigner = Presigner.from_session(
         make_session(settings), settings, expires_in=upload.expires_in
     )
     bucket = upload.bucket or "manifestkit-dry-run"
-    volume = upload.volume_gib or volume_gib or info.volume_gib
+    volume = upload.volume_gib or volume_gib or needed_gib
     return DiskImageSpec(
-        format=info.format if info.format in ("VMDK", "VHD", "RAW") else "VMDK",
-        file_bytes=info.file_bytes,
+        format=file_format if file_format in FORMATS else "VMDK",
+        file_bytes=file_bytes,
         manifest_url=presigner.url("GET", bucket, plan.manifest_key),
-        volume_gib=max(volume, info.volume_gib),
+        volume_gib=max(volume, needed_gib),
     )
+
+
+def _preflight(
+    action: str,
+    dry_run: Callable[[Any, DiskImageSpec], bool],
+    client: Any,
+    upload: UploadRequest,
+    volume_gib: int | None,
+    settings: AwsSettings,
+) -> None:
+    """EC2's DryRun of the call before the upload: refused credentials, a missing permission or
+    a request EC2 rejects (unknown instance type, zone, platform...) cost one API call instead
+    of an upload left behind."""
+    disk = _dry_run_disk(upload, None, volume_gib, settings)
+    try:
+        allowed = dry_run(client, disk)
+    except ManifestkitError as exc:
+        raise _amended(exc, "nothing was uploaded (EC2 answered a DryRun of the call)") from exc
+    if not allowed:
+        raise CredentialsError(
+            f"{action}: these credentials are not allowed to call it (UnauthorizedOperation on "
+            "a DryRun); nothing was uploaded",
+            fix=f"grant ec2:{action} to this user or role, or use other credentials",
+        )
 
 
 # --------------------------------------------------------------------------- the calls
@@ -332,12 +370,16 @@ def recovery_hint(staged: _Staged, command: str) -> str:
     )
 
 
-def _with_recovery(exc: ManifestkitError, staged: _Staged, command: str) -> ManifestkitError:
-    hint = recovery_hint(staged, command)
-    fix = f"{exc.fix}; {hint}" if exc.fix else hint
+def _amended(exc: ManifestkitError, more: str) -> ManifestkitError:
+    """The same error leaf (same exit code, same attributes) with ``more`` added to its fix."""
     clone = type(exc).__new__(type(exc))
-    ManifestkitError.__init__(clone, exc.message, fix=fix)
+    ManifestkitError.__init__(clone, exc.message, fix=f"{exc.fix}; {more}" if exc.fix else more)
     clone.__dict__.update({k: v for k, v in exc.__dict__.items() if k not in ("message", "fix")})
+    return clone
+
+
+def _with_recovery(exc: ManifestkitError, staged: _Staged, command: str) -> ManifestkitError:
+    clone = _amended(exc, recovery_hint(staged, command))
     clone.manifest_url = staged.disk.manifest_url  # type: ignore[attr-defined]
     return clone
 
@@ -385,16 +427,36 @@ def import_instance(
     on_update: Callable[[ConversionTask], None] | None = None,
     notify: Callable[[str], None] | None = None,
     check: bool = True,
+    preflight: bool = True,
 ) -> ConversionTask:
     """Upload (unless ``manifest_url``), call ImportInstance, and with ``wait`` follow the task.
 
     Returns the task (the final one when waiting). With ``wait`` and ``check``, a task that ends
-    cancelled raises ``ConversionTaskFailed`` (its ``task`` has EC2's status message).
+    cancelled raises ``ConversionTaskFailed`` (its ``task`` has EC2's status message). With
+    ``preflight``, EC2's DryRun of the call runs before anything is uploaded.
     """
     progress = progress or NoProgress()
     notify = notify or log.warning
     _warn_platform(request.platform, notify)
     client = ec2_client(make_session(settings), settings)
+
+    def spec_for(disk: DiskImageSpec) -> InstanceImportSpec:
+        return InstanceImportSpec(
+            disk=disk,
+            platform=request.platform,
+            launch=request.launch,
+            description=request.description,
+        )
+
+    if preflight and request.upload is not None:
+        _preflight(
+            "ImportInstance",
+            lambda c, disk: ec2.dry_run_import_instance(c, spec_for(disk)),
+            client,
+            request.upload,
+            request.volume_gib,
+            settings,
+        )
     staged = _stage(
         request.upload,
         request.manifest_url,
@@ -406,13 +468,7 @@ def import_instance(
     )
 
     def call(c: Any, disk: DiskImageSpec) -> ConversionTask:
-        spec = InstanceImportSpec(
-            disk=disk,
-            platform=request.platform,
-            launch=request.launch,
-            description=request.description,
-        )
-        return ec2.import_instance(c, spec)
+        return ec2.import_instance(c, spec_for(disk))
 
     task = _run_import("import-instance", call, staged, settings, client)
     return _finish(client, task, wait, progress, on_update, check)
@@ -427,11 +483,29 @@ def import_volume(
     on_update: Callable[[ConversionTask], None] | None = None,
     notify: Callable[[str], None] | None = None,
     check: bool = True,
+    preflight: bool = True,
 ) -> ConversionTask:
     """Upload (unless ``manifest_url``), call ImportVolume, and with ``wait`` follow the task."""
     progress = progress or NoProgress()
     notify = notify or log.warning
     client = ec2_client(make_session(settings), settings)
+
+    def spec_for(disk: DiskImageSpec) -> VolumeImportSpec:
+        return VolumeImportSpec(
+            disk=disk,
+            availability_zone=request.availability_zone,
+            description=request.description,
+        )
+
+    if preflight and request.upload is not None:
+        _preflight(
+            "ImportVolume",
+            lambda c, disk: ec2.dry_run_import_volume(c, spec_for(disk)),
+            client,
+            request.upload,
+            request.volume_gib,
+            settings,
+        )
     staged = _stage(
         request.upload,
         request.manifest_url,
@@ -443,12 +517,7 @@ def import_volume(
     )
 
     def call(c: Any, disk: DiskImageSpec) -> ConversionTask:
-        spec = VolumeImportSpec(
-            disk=disk,
-            availability_zone=request.availability_zone,
-            description=request.description,
-        )
-        return ec2.import_volume(c, spec)
+        return ec2.import_volume(c, spec_for(disk))
 
     task = _run_import("import-volume", call, staged, settings, client)
     return _finish(client, task, wait, progress, on_update, check)

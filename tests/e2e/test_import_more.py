@@ -32,21 +32,27 @@ def run(capsys: Any, argv: list[str]) -> tuple[int, str, str]:
 
 
 class _Refusing(http.server.BaseHTTPRequestHandler):
-    """An EC2 endpoint on loopback that answers every call with one error, and records them."""
+    """An EC2 endpoint on loopback that answers every call with one error, and records them;
+    with ``dry_run_ok``, a DryRun is answered DryRunOperation (allowed) and only the real call
+    gets the error."""
 
     code = "UnauthorizedOperation"
     status = 403
+    dry_run_ok = False
     seen: list[dict[str, list[str]]] = []
 
     def do_POST(self) -> None:  # noqa: N802 - http.server's naming
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        type(self).seen.append(parse_qs(body.decode()))
+        params = parse_qs(body.decode())
+        type(self).seen.append(params)
+        code, status = self.code, self.status
+        if self.dry_run_ok and params.get("DryRun") == ["true"]:
+            code, status = "DryRunOperation", 412
         answer = (
-            f"<Response><Errors><Error><Code>{self.code}</Code><Message>You are not authorized "
-            f"to perform this operation.</Message></Error></Errors><RequestID>r</RequestID>"
-            "</Response>"
+            f"<Response><Errors><Error><Code>{code}</Code><Message>You cannot do that now."
+            f"</Message></Error></Errors><RequestID>r</RequestID></Response>"
         ).encode()
-        self.send_response(self.status)
+        self.send_response(status)
         self.send_header("Content-Type", "text/xml")
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
@@ -102,10 +108,11 @@ def test_dry_run_not_allowed_is_exit_1_and_uploads_nothing(
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
 
 
-def test_auth_failure_on_the_import_call_is_exit_2_with_the_way_out(
+def test_auth_failure_is_caught_by_the_dry_run_before_the_upload(
     refusing_ec2: str,
     sandbox: Any,
     bucket: str,
+    s3: Any,
     tmp_path: Path,
     capsys: Any,
     monkeypatch: pytest.MonkeyPatch,
@@ -113,7 +120,7 @@ def test_auth_failure_on_the_import_call_is_exit_2_with_the_way_out(
     monkeypatch.setattr(_Refusing, "code", "AuthFailure")
     monkeypatch.setattr(_Refusing, "status", 401)
     shutil.copyfile(SAMPLES / "tiny.raw", tmp_path / "tiny.raw")
-    code, _, err = run(
+    code, out, err = run(
         capsys,
         [
             "import-volume",
@@ -133,7 +140,72 @@ def test_auth_failure_on_the_import_call_is_exit_2_with_the_way_out(
     assert code == 2
     (line,) = err.strip().splitlines()
     assert line.startswith("manifestkit: error: ImportVolume: EC2 refused the credentials")
-    assert "manifestkit import-volume --manifest-url" in line and "manifestkit delete" in line
+    assert "nothing was uploaded" in line and out == ""
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+    assert [p["DryRun"] for p in _Refusing.seen] == [["true"]]
+
+
+def test_a_failed_call_after_the_upload_says_the_way_out_and_it_works(
+    refusing_ec2: str,
+    sandbox: Any,
+    bucket: str,
+    s3: Any,
+    tmp_path: Path,
+    capsys: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_Refusing, "dry_run_ok", True)
+    monkeypatch.setattr(_Refusing, "code", "ResourceLimitExceeded")
+    monkeypatch.setattr(_Refusing, "status", 400)
+    shutil.copyfile(SAMPLES / "tiny.raw", tmp_path / "tiny.raw")
+    s3_flags = ["--region", "us-east-1", "--s3-endpoint-url", sandbox.s3_endpoint_url]
+    code, out, err = run(
+        capsys,
+        [
+            "import-instance",
+            str(tmp_path / "tiny.raw"),
+            "-p",
+            "Linux",
+            "-b",
+            bucket,
+            *s3_flags,
+            "--ec2-endpoint-url",
+            refusing_ec2,
+        ],
+    )
+    assert code == 1
+    (line,) = err.strip().splitlines()
+    assert "you already have 5 active conversion tasks" in line
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    manifest_key = next(k for k in keys if k.endswith("manifest.xml"))
+    assert f"s3://{bucket}/{manifest_key}" in line
+    assert "manifestkit import-instance --manifest-url URL" in line
+    assert "manifestkit delete URL" in line
+    # the URL is a bearer token: on stdout as the upload's result, never in the error line
+    url = out.strip()
+    assert url.startswith(sandbox.s3_endpoint_url) and "X-Amz-Signature=" in url
+    assert "X-Amz-Signature" not in err
+    # the way out works: retry against a willing EC2, then clean up
+    ec2_flags = ["--ec2-endpoint-url", sandbox.ec2_endpoint_url]
+    code, out, err = run(
+        capsys,
+        [
+            "import-instance",
+            "--manifest-url",
+            url,
+            "-p",
+            "Linux",
+            "--wait",
+            "--interval",
+            "0.05",
+            *s3_flags,
+            *ec2_flags,
+        ],
+    )
+    assert code == 0 and "completed" in out.splitlines()[0], err
+    code, _, err = run(capsys, ["delete", url, *s3_flags, *ec2_flags])
+    assert code == 0, err
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
 
 
 def test_import_with_convert(

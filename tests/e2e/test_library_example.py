@@ -14,7 +14,7 @@ import pytest
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
 # Keep identical to the README section "Library API".
-README_EXAMPLE = '''
+README_EXAMPLE = """
 from manifestkit.sandbox import Sandbox
 from manifestkit.workflow import (
     ImportInstanceRequest, LaunchSpec, UploadRequest, WaitSettings, import_instance,
@@ -30,7 +30,7 @@ with Sandbox() as sandbox:  # offline; for AWS use manifestkit.aws.AwsSettings(r
     )
     task = import_instance(request, sandbox.aws_settings(), wait=WaitSettings(interval=0.25))
     print(task.id, task.state, task.instance_id, task.volume_ids)
-'''
+"""
 
 
 @pytest.mark.slow
@@ -39,8 +39,13 @@ def test_readme_library_example(tmp_path: Path, clean_env: Any) -> None:
     shutil.copytree(SAMPLES, tmp_path / "samples")
     (tmp_path / "example.py").write_text(README_EXAMPLE)
     done = subprocess.run(
-        [sys.executable, "example.py"], cwd=tmp_path, env=clean_env(), capture_output=True,
-        text=True, timeout=120, stdin=subprocess.DEVNULL,
+        [sys.executable, "example.py"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(r"import-i-\w+ completed i-[0-9a-f]+ \('vol-[0-9a-f]+',\)\n", done.stdout)
