@@ -4,8 +4,10 @@ Re-exported by ``manifestkit.workflow`` (``from manifestkit.workflow import impo
 ImportInstanceRequest``). The upload steps are the uploader's (``manifestkit.workflow``), imported
 inside the functions because ``workflow`` re-exports this module at its end.
 
-Nothing is left half-done without saying so: when the EC2 call fails after the upload, the error
-carries the manifest URL and the two ways out (retry with ``--manifest-url``, or ``delete``).
+Nothing is left half-done without saying so. Before uploading, EC2's DryRun of the call catches
+refused credentials and requests EC2 rejects. When the real call still fails after the upload, the
+error names the manifest (``s3://bucket/key``) and the two ways out (retry with ``--manifest-url``,
+or ``delete``); the URL itself, a bearer token, rides on the error as ``manifest_url``.
 """
 
 from __future__ import annotations
@@ -407,7 +409,6 @@ def _run_import(
     command: str,
     call: Callable[[Any, DiskImageSpec], ConversionTask],
     staged: _Staged,
-    settings: AwsSettings,
     client: Any,
 ) -> ConversionTask:
     try:
@@ -470,7 +471,7 @@ def import_instance(
     def call(c: Any, disk: DiskImageSpec) -> ConversionTask:
         return ec2.import_instance(c, spec_for(disk))
 
-    task = _run_import("import-instance", call, staged, settings, client)
+    task = _run_import("import-instance", call, staged, client)
     return _finish(client, task, wait, progress, on_update, check)
 
 
@@ -519,7 +520,7 @@ def import_volume(
     def call(c: Any, disk: DiskImageSpec) -> ConversionTask:
         return ec2.import_volume(c, spec_for(disk))
 
-    task = _run_import("import-volume", call, staged, settings, client)
+    task = _run_import("import-volume", call, staged, client)
     return _finish(client, task, wait, progress, on_update, check)
 
 
