@@ -190,3 +190,18 @@ def _fetch(url, path):
     assert status == 200
     path.write_bytes(body)
     return path
+
+
+def test_verify_reports_a_url_the_server_refuses(uploaded, tmp_path):
+    image, result, manifest = uploaded
+    text = manifest.read_text()
+    _, parts = read_manifest(str(manifest))
+    signature = parts[1].head_url.rsplit("X-Amz-Signature=", 1)[1]
+    forged = ("0" if signature[0] != "0" else "1") + signature[1:]
+    tampered = tmp_path / "tampered.xml"
+    tampered.write_text(text.replace(signature, forged))
+    code, out, err = run_cli("verify", str(tampered), "--output", "json")
+    assert code == 1, err
+    problems = json.loads(out)["problems"]
+    assert [(p["index"], p["kind"]) for p in problems] == [(1, "denied")]
+    assert "403" in problems[0]["message"]
