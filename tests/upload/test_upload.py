@@ -289,3 +289,16 @@ def test_server_errors_that_do_not_stop_fail_with_exit_1(s3server, bucket, tmp_p
         # botocore's 3 tries (max_attempts=2 retries) for each of the 3 part-level attempts
         assert len(proxy.requests("PUT", outcome="forced")) == 9
     assert caught.value.exit_code == 1 and "--resume" in str(caught.value)
+
+
+def test_expired_urls_are_refused(s3server, bucket, tmp_path, sandbox_clock):
+    image = random_image(tmp_path / "d.raw", MiB)
+    code, out, err = _upload(s3server, bucket, image, "--expires", "1")
+    assert code == 0, err
+    manifest = fetch_manifest(out.strip(), tmp_path / "m.xml")
+    _, parts = read_manifest(str(manifest))
+    assert http("GET", parts[0].get_url)[0] == 200
+    sandbox_clock.advance(86400 + 60)
+    status, body = http("GET", parts[0].get_url)
+    assert status == 403 and b"expired" in body.lower()
+    assert http("GET", out.strip())[0] == 403
