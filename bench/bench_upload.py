@@ -47,8 +47,11 @@ def _child(mode: str, endpoint: str, bucket: str, path: str) -> None:
         def count(request, **_):
             body = request.body
             if body is not None:
-                sent["bytes"] += len(body) if isinstance(body, (bytes, bytearray)) else int(
-                    request.headers.get("Content-Length") or 0)
+                sent["bytes"] += (
+                    len(body)
+                    if isinstance(body, (bytes, bytearray))
+                    else int(request.headers.get("Content-Length") or 0)
+                )
             sent["requests"] += 1
 
         client.meta.events.register("before-send.s3.*", count)
@@ -59,24 +62,38 @@ def _child(mode: str, endpoint: str, bucket: str, path: str) -> None:
     cpu0 = usage0.ru_utime + usage0.ru_stime
     started = time.perf_counter()
     if mode == "boto3":
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          config=Config(s3={"addressing_style": "path"}))
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}),
+        )
         s3.upload_file(path, bucket, "boto3/" + os.path.basename(path))
     else:
         from manifestkit.aws import AwsSettings
         from manifestkit.workflow import UploadRequest, upload_image
 
-        settings = AwsSettings(region="us-east-1", s3_endpoint_url=endpoint,
-                               addressing_style="path")
-        upload_image(UploadRequest(image=path, bucket=bucket,
-                                   state_dir=tempfile.mkdtemp()), settings)
+        settings = AwsSettings(
+            region="us-east-1", s3_endpoint_url=endpoint, addressing_style="path"
+        )
+        upload_image(
+            UploadRequest(image=path, bucket=bucket, state_dir=tempfile.mkdtemp()), settings
+        )
     seconds = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_SELF)
     # VmHWM, not ru_maxrss: ru_maxrss survives exec and so starts at the forking parent's RSS
     with open("/proc/self/status") as status:
         hwm_kib = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    print(json.dumps({"seconds": seconds, "cpu": usage.ru_utime + usage.ru_stime - cpu0,
-                      "rss_mib": hwm_kib / 1024, **sent}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu": usage.ru_utime + usage.ru_stime - cpu0,
+                "rss_mib": hwm_kib / 1024,
+                **sent,
+            }
+        )
+    )
 
 
 def _server_cpu() -> float:
@@ -88,13 +105,22 @@ def _server_cpu() -> float:
 
 
 def _run(mode: str, endpoint: str, bucket: str, path: str) -> dict:
-    env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=os.devnull,
-               AWS_SHARED_CREDENTIALS_FILE=os.devnull, PYTHONPATH=ROOT)
+    env = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        PYTHONPATH=ROOT,
+    )
     before = _server_cpu()
     out = subprocess.run(
         [sys.executable, __file__, "--child", mode, endpoint, bucket, path],
-        env=env, check=True, capture_output=True, text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     result = json.loads(out.strip().splitlines()[-1])
     result["server_cpu"] = _server_cpu() - before
@@ -119,9 +145,13 @@ def main() -> None:
         _child(*args.child)
         return
 
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                      AWS_EC2_METADATA_DISABLED="true", AWS_CONFIG_FILE=os.devnull,
-                      AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    )
     sys.path.insert(0, ROOT)
     import boto3
     from botocore.config import Config
@@ -130,8 +160,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp, Sandbox() as sandbox:
         endpoint = sandbox.s3_endpoint_url
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          config=Config(s3={"addressing_style": "path"}))
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}),
+        )
         bucket = "bench-upload"
         s3.create_bucket(Bucket=bucket)
 
@@ -146,26 +180,35 @@ def main() -> None:
                 results[mode].append(_run(mode, endpoint, bucket, dense))
                 _empty_bucket(s3, bucket)
         size = args.size_mib * MiB
-        print(f"dense RAW image: {args.size_mib} MiB random bytes, {args.rounds} rounds, "
-              f"{os.cpu_count()} CPUs, sandbox S3 on loopback")
+        print(
+            f"dense RAW image: {args.size_mib} MiB random bytes, {args.rounds} rounds, "
+            f"{os.cpu_count()} CPUs, sandbox S3 on loopback"
+        )
         best = {}
         for mode, runs in results.items():
             fastest = min(runs, key=lambda r: r["seconds"])
             best[mode] = fastest
             rates = ", ".join(f"{size / MiB / r['seconds']:.1f}" for r in runs)
-            print(f"  {mode:12s} best {fastest['seconds']:6.2f} s = "
-                  f"{size / MiB / fastest['seconds']:6.1f} MiB/s (runs: {rates} MiB/s); "
-                  f"peak RSS {max(r['rss_mib'] for r in runs):6.1f} MiB; "
-                  f"{fastest['requests']} requests")
+            print(
+                f"  {mode:12s} best {fastest['seconds']:6.2f} s = "
+                f"{size / MiB / fastest['seconds']:6.1f} MiB/s (runs: {rates} MiB/s); "
+                f"peak RSS {max(r['rss_mib'] for r in runs):6.1f} MiB; "
+                f"{fastest['requests']} requests"
+            )
             cpu = min(r["cpu"] + r["server_cpu"] for r in runs)
             best[mode + "_cpu"] = cpu
-            print(f"  {'':12s} CPU per run (client + server, least of the runs): {cpu:.2f} s "
-                  f"(client {min(r['cpu'] for r in runs):.2f} s)")
+            print(
+                f"  {'':12s} CPU per run (client + server, least of the runs): {cpu:.2f} s "
+                f"(client {min(r['cpu'] for r in runs):.2f} s)"
+            )
         ratio = best["boto3"]["seconds"] / best["manifestkit"]["seconds"]
         median = statistics.median(r["seconds"] for r in results["boto3"]) / statistics.median(
-            r["seconds"] for r in results["manifestkit"])
-        print(f"  throughput ratio manifestkit / upload_file: best {ratio:.2f}x, median "
-              f"{median:.2f}x (goal >= 1.3x)")
+            r["seconds"] for r in results["manifestkit"]
+        )
+        print(
+            f"  throughput ratio manifestkit / upload_file: best {ratio:.2f}x, median "
+            f"{median:.2f}x (goal >= 1.3x)"
+        )
         cpu_ratio = best["boto3_cpu"] / best["manifestkit_cpu"]
         print(f"  CPU-cost ratio upload_file / manifestkit (client + server): {cpu_ratio:.2f}x")
         os.unlink(dense)
@@ -182,12 +225,16 @@ def main() -> None:
         run = _run("manifestkit", endpoint, bucket, sparse)
         image = args.sparse_mib * MiB
         data = len(with_data) * part
-        print(f"sparse RAW image: {args.sparse_mib} MiB, {len(with_data)} of {parts} parts hold "
-              f"data ({data / image:.0%})")
-        print(f"  manifestkit sent {run['bytes'] / MiB:7.1f} MiB = {run['bytes'] / image:.1%} of "
-              f"the image (data {data / MiB:.0f} MiB + one 10 MiB zero part = "
-              f"{(data + part) / MiB:.0f} MiB expected) in {run['seconds']:.2f} s, "
-              f"peak RSS {run['rss_mib']:.1f} MiB")
+        print(
+            f"sparse RAW image: {args.sparse_mib} MiB, {len(with_data)} of {parts} parts hold "
+            f"data ({data / image:.0%})"
+        )
+        print(
+            f"  manifestkit sent {run['bytes'] / MiB:7.1f} MiB = {run['bytes'] / image:.1%} of "
+            f"the image (data {data / MiB:.0f} MiB + one 10 MiB zero part = "
+            f"{(data + part) / MiB:.0f} MiB expected) in {run['seconds']:.2f} s, "
+            f"peak RSS {run['rss_mib']:.1f} MiB"
+        )
         print(f"  upload_file would send {image / MiB:.0f} MiB (every byte; not run)")
 
 

@@ -154,8 +154,10 @@ def _image_for_upload(
         # copy in a temporary folder that is removed when this block ends
         with importable_copy(request.image, progress=progress) as (path, converted):
             if converted:
-                notify(f"{request.image} is not importable as it is; uploading a converted "
-                       "streamOptimized VMDK copy (removed afterwards)")
+                notify(
+                    f"{request.image} is not importable as it is; uploading a converted "
+                    "streamOptimized VMDK copy (removed afterwards)"
+                )
             yield path, inspect_image(path), converted
         return
     info = inspect_image(request.image, format=request.format)
@@ -165,8 +167,11 @@ def _image_for_upload(
                 f"{request.image}: EC2 cannot import this image: {' '.join(info.problems)}",
                 fix="pass --convert to upload a converted copy, or convert it yourself",
             )
-        log.warning("%s: uploading anyway (--dont-verify-format): %s", request.image,
-                    " ".join(info.problems))
+        log.warning(
+            "%s: uploading anyway (--dont-verify-format): %s",
+            request.image,
+            " ".join(info.problems),
+        )
     yield request.image, info, False
 
 

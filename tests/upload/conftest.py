@@ -63,8 +63,10 @@ class S3Server:
             AWS_DEFAULT_REGION=self.region,
             AWS_EC2_METADATA_DISABLED="true",
             PYTHONPATH=os.pathsep.join(
-                [os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
-                 env.get("PYTHONPATH", "")]
+                [
+                    os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+                    env.get("PYTHONPATH", ""),
+                ]
             ),
         )
         return env
@@ -73,5 +75,10 @@ class S3Server:
 @pytest.fixture(scope="session")
 def s3server(sandbox: Any) -> S3Server:
     """The session's signature-checking sandbox (tests/conftest.py), seen as an S3 endpoint."""
-    return S3Server(sandbox.s3_endpoint_url, sandbox.region, sandbox.access_key,
-                    sandbox.secret_key, sandbox=sandbox)
+    return S3Server(
+        sandbox.s3_endpoint_url,
+        sandbox.region,
+        sandbox.access_key,
+        sandbox.secret_key,
+        sandbox=sandbox,
+    )

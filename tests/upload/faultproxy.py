@@ -112,8 +112,11 @@ class FaultProxy:
 
     def part_puts(self) -> list[Seen]:
         """Successful PutObject calls that carried a body (not CopyObject) for ``.partN`` keys."""
-        return [s for s in self.requests("PUT") if s.copy_source is None and ".part" in s.path
-                and 200 <= s.status < 300]
+        return [
+            s
+            for s in self.requests("PUT")
+            if s.copy_source is None and ".part" in s.path and 200 <= s.status < 300
+        ]
 
     def copies(self) -> list[Seen]:
         return [s for s in self.requests("PUT") if s.copy_source is not None and s.status == 200]

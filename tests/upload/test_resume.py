@@ -25,9 +25,26 @@ PART = 256 * 1024
 
 def _start_upload(s3server, bucket, image, endpoint, *extra):
     return subprocess.Popen(
-        [sys.executable, "-m", "manifestkit", "upload", str(image), "--bucket", bucket,
-         "--part-size", str(PART), "--workers", "2", "-q", *s3server.cli_args(endpoint), *extra],
-        env=s3server.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "manifestkit",
+            "upload",
+            str(image),
+            "--bucket",
+            bucket,
+            "--part-size",
+            str(PART),
+            "--workers",
+            "2",
+            "-q",
+            *s3server.cli_args(endpoint),
+            *extra,
+        ],
+        env=s3server.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -66,8 +83,17 @@ def test_sigkill_then_resume_sends_only_the_missing_parts(s3server, bucket, tmp_
         assert 10 <= already < 40
         proxy.delay = 0.0
         proxy.reset_counts()
-        code, out, err = run_cli("upload", str(image), "--resume", "-q", "--output", "json",
-                                 "--workers", "3", *s3server.cli_args(proxy.url))
+        code, out, err = run_cli(
+            "upload",
+            str(image),
+            "--resume",
+            "-q",
+            "--output",
+            "json",
+            "--workers",
+            "3",
+            *s3server.cli_args(proxy.url),
+        )
         assert code == 0, err
         doc = json.loads(out)
         assert len(proxy.part_puts()) == 40 - already == doc["put"]
@@ -89,8 +115,9 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(s3server, bucket, tmp_path):
         assert process.returncode == 130, err
         assert out == ""  # no URL: there is no manifest yet
         assert "manifestkit upload" in err and "--resume" in err and "Traceback" not in err
-        keys = [o["Key"] for o in
-                s3server.client().list_objects_v2(Bucket=bucket).get("Contents", [])]
+        keys = [
+            o["Key"] for o in s3server.client().list_objects_v2(Bucket=bucket).get("Contents", [])
+        ]
         assert keys and not any(k.endswith("manifest.xml") for k in keys)
         proxy.delay = 0.0
         code, out, err = run_cli("upload", str(image), "--resume", "-q", *s3server.cli_args())
@@ -101,13 +128,17 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(s3server, bucket, tmp_path):
 def test_resume_from_manifest_renews_expiring_urls_without_resending(s3server, bucket, tmp_path):
     image = random_image(tmp_path / "aging.raw", 3 * MiB + 5, seed=23)
     signed = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=6, hours=12)
-    first = upload_image(UploadRequest(image=str(image), bucket=bucket, part_size=MiB),
-                         s3server.settings(), now=signed)
+    first = upload_image(
+        UploadRequest(image=str(image), bucket=bucket, part_size=MiB),
+        s3server.settings(),
+        now=signed,
+    )
     old_manifest = tmp_path / "old.xml"
     s3server.client().download_file(bucket, first.manifest_key, str(old_manifest))
     with FaultProxy(s3server.endpoint_url) as proxy:
-        result = resume_upload(str(old_manifest), str(image),
-                               s3server.settings(s3_endpoint_url=proxy.url))
+        result = resume_upload(
+            str(old_manifest), str(image), s3server.settings(s3_endpoint_url=proxy.url)
+        )
         assert proxy.part_puts() == [] and result.stats.kept == 4
         assert result.manifest_written
         new_manifest = tmp_path / "new.xml"
@@ -123,12 +154,14 @@ def test_resume_from_manifest_renews_expiring_urls_without_resending(s3server, b
 
 def test_resume_by_url_resends_a_part_that_was_overwritten(s3server, bucket, tmp_path):
     image = random_image(tmp_path / "d.raw", 3 * MiB, seed=24)
-    first = upload_image(UploadRequest(image=str(image), bucket=bucket, part_size=MiB),
-                         s3server.settings())
+    first = upload_image(
+        UploadRequest(image=str(image), bucket=bucket, part_size=MiB), s3server.settings()
+    )
     _, parts = read_manifest(str(fetch_manifest(first.manifest_url, tmp_path / "m.xml")))
     s3server.client().put_object(Bucket=bucket, Key=parts[1].key, Body=bytes(MiB))
-    code, out, err = run_cli("resume", first.manifest_url, str(image), "-q", "--output", "json",
-                             *s3server.cli_args())
+    code, out, err = run_cli(
+        "resume", first.manifest_url, str(image), "-q", "--output", "json", *s3server.cli_args()
+    )
     assert code == 0, err
     doc = json.loads(out)
     assert doc["put"] == 1 and doc["kept"] == 2
@@ -137,8 +170,9 @@ def test_resume_by_url_resends_a_part_that_was_overwritten(s3server, bucket, tmp
 
 def test_resume_refuses_an_image_of_another_size(s3server, bucket, tmp_path):
     image = random_image(tmp_path / "d.raw", 2 * MiB, seed=25)
-    first = upload_image(UploadRequest(image=str(image), bucket=bucket, part_size=MiB),
-                         s3server.settings())
+    first = upload_image(
+        UploadRequest(image=str(image), bucket=bucket, part_size=MiB), s3server.settings()
+    )
     grown = random_image(tmp_path / "grown.raw", 2 * MiB + 1, seed=25)
     with pytest.raises(ImageError, match="manifest describes"):
         resume_upload(first.manifest_url, str(grown), s3server.settings())
@@ -162,14 +196,30 @@ def test_resume_without_a_recorded_upload(s3server, tmp_path):
 def test_state_dir_option(s3server, bucket, tmp_path):
     image = random_image(tmp_path / "d.raw", MiB)
     states = tmp_path / "states"
-    code, out, err = run_cli("upload", str(image), "--bucket", bucket, "--state-dir", str(states),
-                             "-q", *s3server.cli_args())
+    code, out, err = run_cli(
+        "upload",
+        str(image),
+        "--bucket",
+        bucket,
+        "--state-dir",
+        str(states),
+        "-q",
+        *s3server.cli_args(),
+    )
     assert code == 0, err
     (found,) = list(states.iterdir())
     assert oct(found.stat().st_mode & 0o777) == "0o600"
     assert not (tmp_path / "d.raw.manifestkit-state.json").exists()
     os.utime(image)  # touched, not changed: resume keeps every part
-    code, out, err = run_cli("upload", str(image), "--resume", "--state-dir", str(states),
-                             "--output", "json", *s3server.cli_args())
+    code, out, err = run_cli(
+        "upload",
+        str(image),
+        "--resume",
+        "--state-dir",
+        str(states),
+        "--output",
+        "json",
+        *s3server.cli_args(),
+    )
     assert code == 0, err
     assert json.loads(out)["kept"] == 1

@@ -23,8 +23,11 @@ def _state(tmp_path):
     image = tmp_path / "disk.raw"
     image.write_bytes(b"x" * 5000)
     plan = PartPlan.for_file(image, 5000, part_size=1000, prefix="p/q")
-    return image, plan, new_state(image, plan, bucket="b-1", region="eu-west-1",
-                                  file_format="RAW", volume_gib=1)
+    return (
+        image,
+        plan,
+        new_state(image, plan, bucket="b-1", region="eu-west-1", file_format="RAW", volume_gib=1),
+    )
 
 
 def test_state_round_trip_is_0600_and_finds_the_plan_again(tmp_path):
@@ -52,8 +55,9 @@ def test_state_dir_is_keyed_by_the_absolute_path(tmp_path):
     assert find_state(twin, states) is None
 
 
-@pytest.mark.parametrize("content", ["", "{", "[]", '{"version": 99}', '{"version": 1}',
-                                     '{"version": 1, "evil": 1}'])
+@pytest.mark.parametrize(
+    "content", ["", "{", "[]", '{"version": 99}', '{"version": 1}', '{"version": 1, "evil": 1}']
+)
 def test_a_broken_state_file_is_a_clear_error(tmp_path, content):
     path = tmp_path / "x.manifestkit-state.json"
     path.write_text(content)
@@ -80,4 +84,5 @@ def test_ensure_bucket_against_the_sandbox(s3, bucket):
     with pytest.raises(UsageError, match="is in us-east-1 but the import runs in eu-west-1"):
         ensure_bucket(s3, bucket, ec2_region="eu-west-1")
     assert ensure_bucket(s3, bucket, ec2_region="eu-west-1", ignore_region_affinity=True) == (
-        "us-east-1")
+        "us-east-1"
+    )

@@ -26,8 +26,17 @@ from .helpers import (
 
 def _upload(s3server, bucket, image, *extra, endpoint=None):
     return run_cli(
-        "upload", str(image), "--bucket", bucket, "--part-size", "1M", "--workers", "4", "-q",
-        *s3server.cli_args(endpoint), *extra,
+        "upload",
+        str(image),
+        "--bucket",
+        bucket,
+        "--part-size",
+        "1M",
+        "--workers",
+        "4",
+        "-q",
+        *s3server.cli_args(endpoint),
+        *extra,
     )
 
 
@@ -69,9 +78,7 @@ def test_upload_json_output(s3server, bucket, tmp_path):
     assert status == 200
 
 
-def test_signed_urls_are_refused_when_tampered_or_method_swapped(
-    s3server, bucket, tmp_path
-):
+def test_signed_urls_are_refused_when_tampered_or_method_swapped(s3server, bucket, tmp_path):
     image = random_image(tmp_path / "d.raw", 1 * MiB + 1)
     code, out, err = _upload(s3server, bucket, image)
     assert code == 0, err
@@ -92,8 +99,7 @@ def test_zero_parts_are_copied_server_side(s3server, bucket, tmp_path):
     # 12 MiB sparse file: data in part 0 and part 7, everything else a hole; short zero tail part
     image = sparse_image(tmp_path / "sparse.raw", 12 * MiB + 4096, [(0, MiB), (7 * MiB + 5, 100)])
     with FaultProxy(s3server.endpoint_url) as proxy:
-        code, out, err = _upload(s3server, bucket, image, "--output", "json",
-                                 endpoint=proxy.url)
+        code, out, err = _upload(s3server, bucket, image, "--output", "json", endpoint=proxy.url)
         assert code == 0, err
         doc = json.loads(out)
         puts, copies = proxy.part_puts(), proxy.copies()
@@ -190,8 +196,16 @@ def test_create_bucket_uses_the_ec2_region(s3server, tmp_path):
     image = random_image(tmp_path / "d.raw", MiB)
     name = f"mk-created-{os.getpid()}"
     code, out, err = run_cli(
-        "upload", str(image), "--bucket", name, "--create-bucket", "-q",
-        "--region", "eu-central-1", "--s3-endpoint-url", s3server.endpoint_url,
+        "upload",
+        str(image),
+        "--bucket",
+        name,
+        "--create-bucket",
+        "-q",
+        "--region",
+        "eu-central-1",
+        "--s3-endpoint-url",
+        s3server.endpoint_url,
     )
     assert code == 0, err
     location = s3server.client().get_bucket_location(Bucket=name)["LocationConstraint"]
@@ -225,15 +239,28 @@ def test_bucket_owner_is_passed_to_every_call_that_takes_it(
     assert all(owner == "123456789012" for _, owner in seen), seen
 
 
-def test_wrong_credentials_exit_2(s3server, bucket, tmp_path
-):
+def test_wrong_credentials_exit_2(s3server, bucket, tmp_path):
     image = random_image(tmp_path / "d.raw", MiB)
-    code, out, err = _upload(s3server, bucket, image, "--aws-access-key", s3server.access_key,
-                             "--aws-secret-key", "wrong-secret")
+    code, out, err = _upload(
+        s3server,
+        bucket,
+        image,
+        "--aws-access-key",
+        s3server.access_key,
+        "--aws-secret-key",
+        "wrong-secret",
+    )
     assert code == 2
     assert "SignatureDoesNotMatch" in err and len(err.strip().splitlines()) == 1
-    code, out, err = _upload(s3server, bucket, image, "--aws-access-key", "AKIDUNKNOWN",
-                             "--aws-secret-key", "wrong-secret")
+    code, out, err = _upload(
+        s3server,
+        bucket,
+        image,
+        "--aws-access-key",
+        "AKIDUNKNOWN",
+        "--aws-secret-key",
+        "wrong-secret",
+    )
     assert code == 2 and "InvalidAccessKeyId" in err
     code, out, err = _upload(s3server, bucket, image, "--aws-secret-key", "half-a-pair")
     assert code == 2 and "go together" in err
@@ -246,11 +273,14 @@ def test_not_importable_image_is_refused(s3server, bucket, tmp_path):
     assert code == 2 and "qcow2" in err.lower()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--part-size", "0"], "part size"),
-    (["--expires", "8"], "7 days"),
-    (["--workers", "0"], "positive"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--part-size", "0"], "part size"),
+        (["--expires", "8"], "7 days"),
+        (["--workers", "0"], "positive"),
+    ],
+)
 def test_bad_options(s3server, bucket, tmp_path, argv, message):
     image = random_image(tmp_path / "d.raw", MiB)
     code, out, err = _upload(s3server, bucket, image, *argv)

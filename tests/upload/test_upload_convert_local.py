@@ -25,14 +25,26 @@ def _temp_folders() -> set[str]:
 def test_convert_uploads_an_importable_copy(s3server, bucket, tmp_path):
     raw = random_image(tmp_path / "disk.raw", 3 * MiB, seed=31)
     sparse_vmdk = tmp_path / "disk.vmdk"  # monolithicSparse: EC2 refuses it
-    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(raw), str(sparse_vmdk)],
-                   check=True)
-    code, out, err = run_cli("upload", str(sparse_vmdk), "--bucket", bucket, "-q",
-                             *s3server.cli_args())
+    subprocess.run(
+        ["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(raw), str(sparse_vmdk)], check=True
+    )
+    code, out, err = run_cli(
+        "upload", str(sparse_vmdk), "--bucket", bucket, "-q", *s3server.cli_args()
+    )
     assert code == 2 and "--convert" in err
     before = _temp_folders()
-    code, out, err = run_cli("upload", str(sparse_vmdk), "--bucket", bucket, "--convert",
-                             "--part-size", "64K", "--output", "json", *s3server.cli_args())
+    code, out, err = run_cli(
+        "upload",
+        str(sparse_vmdk),
+        "--bucket",
+        bucket,
+        "--convert",
+        "--part-size",
+        "64K",
+        "--output",
+        "json",
+        *s3server.cli_args(),
+    )
     assert code == 0, err
     assert "converted" in err  # the user is told
     doc = json.loads(out)
@@ -45,19 +57,30 @@ def test_convert_uploads_an_importable_copy(s3server, bucket, tmp_path):
             status, body = http("GET", part.get_url)
             assert status == 200
             out_file.write(body)
-    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(uploaded)],
-                                     check=True, capture_output=True, text=True).stdout)
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", str(uploaded)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     assert info["format"] == "vmdk" and info["format-specific"]["data"]["create-type"] == (
-        "streamOptimized")
-    same = subprocess.run(["qemu-img", "compare", "-f", "vmdk", "-F", "raw", str(uploaded),
-                           str(raw)], capture_output=True, text=True)
+        "streamOptimized"
+    )
+    same = subprocess.run(
+        ["qemu-img", "compare", "-f", "vmdk", "-F", "raw", str(uploaded), str(raw)],
+        capture_output=True,
+        text=True,
+    )
     assert same.returncode == 0, same.stdout + same.stderr
 
 
 def test_local_sandbox_creates_the_bucket(tmp_path):
     image = random_image(tmp_path / "local.raw", MiB + 3)
-    code, out, err = run_cli("upload", str(image), "--bucket", "local-bucket", "--local",
-                             "--output", "json")
+    code, out, err = run_cli(
+        "upload", str(image), "--bucket", "local-bucket", "--local", "--output", "json"
+    )
     assert code == 0, err
     doc = json.loads(out)
     assert doc["parts"] == 1 and doc["put"] == 1

@@ -161,7 +161,8 @@ class _FlakyS3:
             if not self.failed:
                 self.failed = True
                 raise botocore.exceptions.ClientError(
-                    {"Error": {"Code": "InternalError", "Message": "try again"}}, "PutObject")
+                    {"Error": {"Code": "InternalError", "Message": "try again"}}, "PutObject"
+                )
             self.objects[Key] = bytes(Body)
         return {"ETag": f'"{self._md5(Body).hexdigest()}"'}
 

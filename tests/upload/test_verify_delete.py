@@ -95,8 +95,9 @@ def test_verify_refuses_an_invalid_manifest(tmp_path):
 def test_verify_of_an_expired_manifest(s3server, bucket, tmp_path):
     image = random_image(tmp_path / "old.raw", MiB)
     old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=8)
-    result = upload_image(UploadRequest(image=str(image), bucket=bucket, part_size=MiB),
-                          s3server.settings(), now=old)
+    result = upload_image(
+        UploadRequest(image=str(image), bucket=bucket, part_size=MiB), s3server.settings(), now=old
+    )
     manifest = tmp_path / "m.xml"
     s3server.client().download_file(result.bucket, result.manifest_key, str(manifest))
     code, out, err = run_cli("verify", str(manifest))
@@ -114,15 +115,22 @@ def test_delete_removes_everything_and_is_idempotent(s3server, uploaded):
     image, result, manifest = uploaded
     prefix = result.manifest_key.rsplit("/", 1)[0]
     assert len([k for k in _keys(s3server, result.bucket) if k.startswith(prefix)]) == 6
-    code, out, err = run_cli("delete", result.manifest_url, "--ignore-active-task",
-                             "--output", "json", *s3server.cli_args())
+    code, out, err = run_cli(
+        "delete",
+        result.manifest_url,
+        "--ignore-active-task",
+        "--output",
+        "json",
+        *s3server.cli_args(),
+    )
     assert code == 0, err
     doc = json.loads(out)
     assert doc["parts"] == 5 and doc["deleted_by_url"] == 6 and doc["manifest_deleted"]
     assert not [k for k in _keys(s3server, result.bucket) if k.startswith(prefix)]
     # again, by URL (the manifest is gone) and from the local file (the parts are gone)
-    code, out, err = run_cli("delete", result.manifest_url, "--ignore-active-task",
-                             *s3server.cli_args())
+    code, out, err = run_cli(
+        "delete", result.manifest_url, "--ignore-active-task", *s3server.cli_args()
+    )
     assert code == 0 and "already gone" in out
     code, out, err = run_cli("delete", str(manifest), "--ignore-active-task", *s3server.cli_args())
     assert code == 0, err
@@ -144,37 +152,44 @@ def test_delete_refuses_while_a_task_uses_the_manifest(s3server, uploaded):
     assert report.manifest_deleted and result.manifest_key not in _keys(s3server, result.bucket)
 
 
-def test_delete_falls_back_to_credentials_when_urls_expired(
-    s3server, bucket, tmp_path
-):
+def test_delete_falls_back_to_credentials_when_urls_expired(s3server, bucket, tmp_path):
     image = random_image(tmp_path / "old.raw", 2 * MiB)
     old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=8)
-    result = upload_image(UploadRequest(image=str(image), bucket=bucket, part_size=MiB),
-                          s3server.settings(), now=old)
+    result = upload_image(
+        UploadRequest(image=str(image), bucket=bucket, part_size=MiB), s3server.settings(), now=old
+    )
     s3 = s3server.client()
     report = delete_upload(result.manifest_url, s3_client=lambda: s3, ignore_active_task=True)
     assert report.authenticated == 3 and report.by_url == 0
     assert not [k for k in _keys(s3server, bucket) if k.startswith(result.upload_id)]
 
 
-def test_delete_cli_asks_ec2_for_active_tasks(s3server, bucket, tmp_path
-):
+def test_delete_cli_asks_ec2_for_active_tasks(s3server, bucket, tmp_path):
     image = random_image(tmp_path / "busy.raw", 2 * MiB, seed=12)
-    result = upload_image(UploadRequest(image=str(image), bucket=bucket, part_size=MiB),
-                          s3server.settings())
+    result = upload_image(
+        UploadRequest(image=str(image), bucket=bucket, part_size=MiB), s3server.settings()
+    )
     _, parts = read_manifest(str(_fetch(result.manifest_url, tmp_path / "m.xml")))
     # a missing part keeps the sandbox importer waiting: the task stays active
     s3server.client().delete_object(Bucket=bucket, Key=parts[1].key)
     ec2 = s3server.ec2_client()
     task = ec2.import_volume(
         AvailabilityZone=f"{s3server.region}a",
-        Image={"Format": "RAW", "Bytes": image.stat().st_size,
-               "ImportManifestUrl": result.manifest_url},
+        Image={
+            "Format": "RAW",
+            "Bytes": image.stat().st_size,
+            "ImportManifestUrl": result.manifest_url,
+        },
         Volume={"Size": 1},
     )["ConversionTask"]["ConversionTaskId"]
     try:
-        args = ["delete", result.manifest_url, *s3server.cli_args(),
-                "--ec2-endpoint-url", s3server.endpoint_url]
+        args = [
+            "delete",
+            result.manifest_url,
+            *s3server.cli_args(),
+            "--ec2-endpoint-url",
+            s3server.endpoint_url,
+        ]
         code, out, err = run_cli(*args)
         assert code == 2 and task in err and "--ignore-active-task" in err
         assert result.manifest_key in _keys(s3server, bucket)
