@@ -100,15 +100,17 @@ class PresignedHttp:
         last: BaseException | None = None
         for attempt in range(1, self.attempts + 1):
             conn = self._connection(parts.scheme, parts.netloc, fresh=attempt > 1)
+            reused = bool(getattr(conn, "_manifestkit_used", False))
+            conn._manifestkit_used = True  # type: ignore[attr-defined]
             try:
                 conn.request(method, target)
                 response = conn.getresponse()
                 if 200 <= response.status < 300:
                     result = read(response) if read is not None and method != "HEAD" else None
-                    response.read()  # drain what ``read`` left, keep the connection usable
+                    _drain(response)  # what ``read`` left: keeps the connection usable
                     return Answer(response.status, response.headers), result
                 body = response.read(8192) if method != "HEAD" else b""
-                response.read()
+                _drain(response)
                 answer = Answer(response.status, response.headers, body)
                 if response.status >= 500 and attempt < self.attempts:
                     last = HttpFailure(f"HTTP {response.status} {answer.error_code}")
@@ -117,6 +119,16 @@ class PresignedHttp:
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 last = exc
+                if reused and attempt == 1:
+                    # a keep-alive connection the server had closed: no reason to wait
+                    log.debug("%s %s: stale connection (%s)", method, redact(url), exc)
+                    continue
             log.debug("%s %s: attempt %d failed: %s", method, redact(url), attempt, last)
             time.sleep(_BACKOFF * attempt)
         raise HttpFailure(f"{method} {redact(url)} failed after {self.attempts} attempts: {last}")
+
+
+def _drain(response: http.client.HTTPResponse) -> None:
+    """Read the rest of a response in slices (never a whole part in memory at once)."""
+    while response.read(1 << 20):
+        pass
