@@ -67,6 +67,8 @@ class UploadRequest:
     #: continue the upload recorded in the state file instead of starting a new one
     resume: bool = False
     state_dir: str | None = None
+    #: False: no state file (an upload that cannot be resumed anyway, e.g. to ``--local``)
+    record_state: bool = True
     convert: bool = False
     dont_verify_format: bool = False
     #: the user's claim about the format (``VMDK``|``VHD``|``RAW``), checked against the content
@@ -242,8 +244,9 @@ def upload_image(
         )
         state = dataclasses.replace(state, image=os.path.abspath(request.image))
         state_file = state_path_for(request.image, request.state_dir)
-        write_state(state_file, state)
-        log.debug("upload state in %s", state_file)
+        if request.record_state:
+            write_state(state_file, state)
+            log.debug("upload state in %s", state_file)
         result = _run(
             session,
             settings,
@@ -258,8 +261,11 @@ def upload_image(
             now=now,
             reuse_manifest=False,
         )
-        write_state(state_file, dataclasses.replace(state, complete=True))
-    return dataclasses.replace(result, state_file=str(state_file), converted=converted)
+        if request.record_state:
+            write_state(state_file, dataclasses.replace(state, complete=True))
+    return dataclasses.replace(
+        result, state_file=str(state_file) if request.record_state else None, converted=converted
+    )
 
 
 def _resume_from_state(

@@ -194,6 +194,7 @@ def run_upload(args: argparse.Namespace) -> int:
         dont_verify_format=args.dont_verify_format,
         format=args.format,
         dedupe_zeros=args.dedupe_zeros,
+        record_state=not args.local,  # the embedded sandbox ends with the command
     )
     try:
         with aws_settings_for(args) as settings:

@@ -84,3 +84,4 @@ def test_local_sandbox_creates_the_bucket(tmp_path):
     assert code == 0, err
     doc = json.loads(out)
     assert doc["parts"] == 1 and doc["put"] == 1
+    assert doc["state_file"] is None and list(tmp_path.iterdir()) == [image]
