@@ -13,6 +13,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 
+def iso_time(moment: datetime) -> str:
+    """``2010-12-22T12:01:00Z``: EC2's expirationTime and S3's Expires/ServerTime, with seconds."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _real_utc_now() -> datetime:
     return datetime.now(timezone.utc)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from datetime import datetime, timezone
 from xml.etree import ElementTree as ET
 
+from manifestkit.sandbox.clock import iso_time
 from manifestkit.sandbox.import_requests import Ec2ApiError
 from manifestkit.sandbox.import_tasks import TaskSnapshot
 
@@ -21,11 +21,6 @@ XML_HEADERS = [("Content-Type", "text/xml;charset=UTF-8")]
 
 def new_request_id() -> str:
     return str(uuid.uuid4())
-
-
-def iso_time(moment: datetime) -> str:
-    """``2010-12-22T12:01:00Z``: the API reference's expirationTime, with seconds."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _sub(parent: ET.Element, tag: str, text: str | int | None = None) -> ET.Element:

@@ -19,6 +19,10 @@ presigned S3 URL, or the SHA-256 of the body for services such as EC2 that send 
 signature of the headers is verified; the body's hash and per-chunk signatures are not (moto decodes
 aws-chunked bodies itself).
 
+This module deliberately shares no code with ``manifestkit.presign`` (signing key, canonical
+query, string to sign): the sandbox is the independent check of that signer, so a bug in the
+signer must not be reproduced here and cancel itself out.
+
 Nothing here logs or returns a secret key.
 """
 
@@ -34,6 +38,8 @@ from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, unquote
+
+from manifestkit.sandbox.clock import iso_time
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 #: SigV4 presigned URLs are valid for at most 7 days (S3 API Reference, "Authenticating Requests:
@@ -253,25 +259,14 @@ def _parse_query_auth(query: str) -> ParsedAuth:
             query_auth=True,
         )
     amz_date_text = params["X-Amz-Date"]
-    amz_date = _parse_amz_date(amz_date_text, query_auth=True)
-    access_key, scope_date, region, service, terminal = _split_credential(
-        params["X-Amz-Credential"], query_auth=True
-    )
-    parsed = ParsedAuth(
-        query_auth=True,
-        access_key=access_key,
-        scope_date=scope_date,
-        region=region,
-        service=service,
-        terminal=terminal,
-        signed_headers=tuple(params["X-Amz-SignedHeaders"].split(";")),
+    return _checked_auth(
+        credential=params["X-Amz-Credential"],
+        signed_headers=params["X-Amz-SignedHeaders"],
         signature=params["X-Amz-Signature"],
-        amz_date=amz_date,
+        amz_date=_parse_amz_date(amz_date_text, query_auth=True),
         amz_date_text=amz_date_text,
         expires=expires,
     )
-    _check_scope(parsed)
-    return parsed
 
 
 def _parse_header_auth(header: str, environ: Mapping[str, Any]) -> ParsedAuth:
@@ -304,21 +299,42 @@ def _parse_header_auth(header: str, environ: Mapping[str, Any]) -> ParsedAuth:
     else:
         amz_date = _parse_http_date(environ.get("HTTP_DATE", ""))
         amz_date_text = amz_date.strftime(AMZ_DATE_FORMAT)
+    return _checked_auth(
+        credential=fields["Credential"],
+        signed_headers=fields["SignedHeaders"],
+        signature=fields["Signature"],
+        amz_date=amz_date,
+        amz_date_text=amz_date_text,
+        expires=None,
+    )
+
+
+def _checked_auth(
+    *,
+    credential: str,
+    signed_headers: str,
+    signature: str,
+    amz_date: datetime,
+    amz_date_text: str,
+    expires: int | None,
+) -> ParsedAuth:
+    """The fields both auth forms share, split and scope-checked; ``expires`` marks query auth."""
+    query_auth = expires is not None
     access_key, scope_date, region, service, terminal = _split_credential(
-        fields["Credential"], query_auth=False
+        credential, query_auth=query_auth
     )
     parsed = ParsedAuth(
-        query_auth=False,
+        query_auth=query_auth,
         access_key=access_key,
         scope_date=scope_date,
         region=region,
         service=service,
         terminal=terminal,
-        signed_headers=tuple(fields["SignedHeaders"].split(";")),
-        signature=fields["Signature"],
+        signed_headers=tuple(signed_headers.split(";")),
+        signature=signature,
         amz_date=amz_date,
         amz_date_text=amz_date_text,
-        expires=None,
+        expires=expires,
     )
     _check_scope(parsed)
     return parsed
@@ -479,8 +495,8 @@ def verify(
                 query_auth=True,
                 details=(
                     ("X-Amz-Expires", str(parsed.expires)),
-                    ("Expires", expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")),
-                    ("ServerTime", now.strftime("%Y-%m-%dT%H:%M:%SZ")),
+                    ("Expires", iso_time(expires_at)),
+                    ("ServerTime", iso_time(now)),
                 ),
             )
         # A presigned S3 URL signs no payload (S3 API Reference, query-parameter auth); botocore

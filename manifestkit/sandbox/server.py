@@ -199,6 +199,18 @@ def _status_line(status: int) -> str:
         return f"{status} Unknown"
 
 
+def _aws_settings(where: SandboxContext | Sandbox) -> AwsSettings:
+    """Settings for boto3 clients pointed at a sandbox (path style: its host is an IP)."""
+    return AwsSettings(
+        region=where.region,
+        s3_endpoint_url=where.s3_endpoint_url,
+        ec2_endpoint_url=where.ec2_endpoint_url,
+        access_key=where.access_key,
+        secret_key=where.secret_key,
+        addressing_style="path",
+    )
+
+
 @dataclass(frozen=True)
 class SandboxContext:
     """What the EC2 import endpoint gets from the sandbox (see the module docstring)."""
@@ -232,14 +244,7 @@ class SandboxContext:
         return s3_backends[account_id or self.account_id]["aws"]
 
     def aws_settings(self) -> AwsSettings:
-        return AwsSettings(
-            region=self.region,
-            s3_endpoint_url=self.s3_endpoint_url,
-            ec2_endpoint_url=self.ec2_endpoint_url,
-            access_key=self.access_key,
-            secret_key=self.secret_key,
-            addressing_style="path",
-        )
+        return _aws_settings(self)
 
 
 class SandboxApp:
@@ -773,14 +778,7 @@ class Sandbox:
         return credential
 
     def aws_settings(self) -> AwsSettings:
-        return AwsSettings(
-            region=self.region,
-            s3_endpoint_url=self.s3_endpoint_url,
-            ec2_endpoint_url=self.ec2_endpoint_url,
-            access_key=self.access_key,
-            secret_key=self.secret_key,
-            addressing_style="path",
-        )
+        return _aws_settings(self)
 
     def env(self) -> dict[str, str]:
         """The environment that points boto3 (and the AWS CLI) at this sandbox."""
