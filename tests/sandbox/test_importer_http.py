@@ -286,89 +286,99 @@ def test_dry_run_answers_dry_run_operation_and_creates_nothing(
     assert ec2.describe_conversion_tasks()["ConversionTasks"] == before
 
 
-def test_request_errors_have_ec2_codes(sandbox: Any) -> None:
-    raw = unvalidated_ec2(sandbox)
-    image = {"Format": "VMDK", "Bytes": 2 * GiB, "ImportManifestUrl": "http://127.0.0.1:1/m"}
-    cases = [
+_IMAGE = {"Format": "VMDK", "Bytes": 2 * GiB, "ImportManifestUrl": "http://127.0.0.1:1/m"}
+_DISKS = [{"Image": _IMAGE, "Volume": {"Size": 2}}]
+
+
+@pytest.mark.parametrize(
+    ("operation", "params", "code", "mention"),
+    [
+        ("import_instance", {"DiskImages": _DISKS}, "MissingParameter", "Platform"),
         (
-            lambda: raw.import_instance(DiskImages=[{"Image": image, "Volume": {"Size": 2}}]),
-            "MissingParameter",
-            "Platform",
-        ),
-        (
-            lambda: raw.import_instance(
-                Platform="Windows",
-                DiskImages=[{"Image": {**image, "Format": "QCOW2"}, "Volume": {"Size": 2}}],
-            ),
+            "import_instance",
+            {
+                "Platform": "Windows",
+                "DiskImages": [{"Image": {**_IMAGE, "Format": "QCOW2"}, "Volume": {"Size": 2}}],
+            },
             "InvalidParameterValue",
             "QCOW2",
         ),
         (
-            lambda: raw.import_instance(
-                Platform="Windows", DiskImages=[{"Image": image, "Volume": {"Size": 1}}]
-            ),
+            "import_instance",
+            {"Platform": "Windows", "DiskImages": [{"Image": _IMAGE, "Volume": {"Size": 1}}]},
             "InvalidParameter",
             "Volume.Size",
         ),
         (
-            lambda: raw.import_instance(
-                Platform="Windows",
-                DiskImages=[{"Image": image, "Volume": {"Size": 2}}],
-                LaunchSpecification={"InstanceType": "m9.enormous"},
-            ),
+            "import_instance",
+            {
+                "Platform": "Windows",
+                "DiskImages": _DISKS,
+                "LaunchSpecification": {"InstanceType": "m9.enormous"},
+            },
             "InvalidParameterValue",
             "m9.enormous",
         ),
         (
-            lambda: raw.import_instance(
-                Platform="Windows",
-                DiskImages=[{"Image": image, "Volume": {"Size": 2}}],
-                LaunchSpecification={"GroupNames": ["no-such-group"]},
-            ),
+            "import_instance",
+            {
+                "Platform": "Windows",
+                "DiskImages": _DISKS,
+                "LaunchSpecification": {"GroupNames": ["no-such-group"]},
+            },
             "InvalidGroup.NotFound",
             "no-such-group",
         ),
         (
-            lambda: raw.import_instance(
-                Platform="Windows",
-                DiskImages=[{"Image": image, "Volume": {"Size": 2}}],
-                LaunchSpecification={"SubnetId": "subnet-00000000"},
-            ),
+            "import_instance",
+            {
+                "Platform": "Windows",
+                "DiskImages": _DISKS,
+                "LaunchSpecification": {"SubnetId": "subnet-00000000"},
+            },
             "InvalidSubnetID.NotFound",
             "subnet-00000000",
         ),
         (
-            lambda: raw.import_volume(Image=image, Volume={"Size": 2}),
+            "import_volume",
+            {"Image": _IMAGE, "Volume": {"Size": 2}},
             "MissingParameter",
             "AvailabilityZone",
         ),
         (
-            lambda: raw.import_volume(
-                AvailabilityZone="eu-west-1a", Image=image, Volume={"Size": 2}
-            ),
+            "import_volume",
+            {"AvailabilityZone": "eu-west-1a", "Image": _IMAGE, "Volume": {"Size": 2}},
             "InvalidParameterValue",
             "eu-west-1a",
         ),
         (
-            lambda: raw.describe_conversion_tasks(ConversionTaskIds=["import-i-00000000"]),
+            "describe_conversion_tasks",
+            {"ConversionTaskIds": ["import-i-00000000"]},
             "InvalidConversionTaskId",
             "import-i-00000000",
         ),
         (
-            lambda: raw.describe_conversion_tasks(ConversionTaskIds=["i-1234"]),
+            "describe_conversion_tasks",
+            {"ConversionTaskIds": ["i-1234"]},
             "InvalidConversionTaskId.Malformed",
             "i-1234",
         ),
         (
-            lambda: raw.cancel_conversion_task(ConversionTaskId="import-vol-00000000"),
+            "cancel_conversion_task",
+            {"ConversionTaskId": "import-vol-00000000"},
             "InvalidConversionTaskId",
             "import-vol-00000000",
         ),
-    ]
-    for call, code, mention in cases:
-        got_code, message, status = error_code(call)
-        assert (got_code, status) == (code, 400), message
-        assert mention in message
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_request_errors_have_ec2_codes(
+    sandbox: Any, operation: str, params: dict[str, Any], code: str, mention: str
+) -> None:
+    raw = unvalidated_ec2(sandbox)
+    got_code, message, status = error_code(lambda: getattr(raw, operation)(**params))
+    assert (got_code, status) == (code, 400), message
+    assert mention in message
 
 
 # -- broken uploads end cancelled, saying why ----------------------------------------------------
