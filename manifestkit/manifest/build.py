@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from typing import IO
 
 import manifestkit
 from manifestkit.errors import UsageError
+from manifestkit.files import atomic_private_file
 from manifestkit.images.info import FORMATS, volume_gib_for
 from manifestkit.manifest.model import IMPORTER_NAME, IMPORTER_RELEASE, MANIFEST_VERSION
 from manifestkit.parts import PartPlan
@@ -161,29 +161,13 @@ def build_manifest_file(
     A reader never sees half a manifest, and an existing file is replaced only once the new one
     is complete; on any error the temp file is removed and ``path`` is untouched.
     """
-    target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    # mkstemp creates the file 0600: the URLs (bearer tokens for the parts) never sit
-    # world-readable
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as out:
-            write_manifest(
-                out,
-                plan=plan,
-                file_format=file_format,
-                bucket=bucket,
-                presigner=presigner,
-                volume_gib=volume_gib,
-                capacity_bytes=capacity_bytes,
-            )
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_private_file(path, prefix=".manifest-", buffering=1 << 20) as out:
+        write_manifest(
+            out,
+            plan=plan,
+            file_format=file_format,
+            bucket=bucket,
+            presigner=presigner,
+            volume_gib=volume_gib,
+            capacity_bytes=capacity_bytes,
+        )

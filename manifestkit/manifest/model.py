@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import manifestkit
+from manifestkit.parts import Part
 
 #: The only manifest version ImportInstance / ImportVolume read.
 MANIFEST_VERSION = "2010-11-15"
@@ -44,19 +45,12 @@ class ManifestHeader:
 
 
 @dataclass(frozen=True)
-class ManifestPart:
-    index: int
-    start: int
-    #: inclusive
-    end: int
-    key: str
+class ManifestPart(Part):
+    """A planned part (index, inclusive byte range, key) with the URLs the importer uses."""
+
     head_url: str
     get_url: str
     delete_url: str | None = None
-
-    @property
-    def size(self) -> int:
-        return self.end - self.start + 1
 
 
 @dataclass(frozen=True)

@@ -258,10 +258,15 @@ def _well_formedness_error(source: Source) -> str | None:
         return None
     with data:
         try:
-            for _ in etree.iterparse(
+            for _, elem in etree.iterparse(
                 data, resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
             ):
-                pass
+                # prune as it goes: the error may lie at the end of a 100k-part manifest
+                elem.clear(keep_tail=False)
+                parent = elem.getparent()
+                if parent is not None:
+                    while elem.getprevious() is not None:
+                        del parent[0]
         except etree.XMLSyntaxError as exc:
             return _message(exc)  # libxml2's message names line and column
     return None
