@@ -103,3 +103,32 @@ def open_readonly(path: str) -> int:
         raise ImageError(f"{path}: permission denied", fix="make the file readable") from exc
     except OSError as exc:
         raise ImageError(f"{path}: cannot open: {exc.strerror}") from exc
+
+
+class OneFileDisk:
+    """A source read from one open file: the shared opening, reading and closing.
+
+    ``__init__`` opens ``path`` read-only and runs ``_open`` (the subclass's header checks); if
+    that fails, the descriptor is closed before the error leaves, so a bad image leaks nothing.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.files: tuple[str, ...] = (path,)
+        self._fd = open_readonly(path)
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        """Read and check what the disk needs before ``extents``/``read`` (headers, tables)."""
+
+    def _pread(self, offset: int, length: int, what: str) -> bytes:
+        return pread_exact(self._fd, length, offset, self.path, what)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

@@ -11,29 +11,27 @@ import errno
 import os
 from collections.abc import Iterator
 
-from manifestkit.convert.disk import Extent, ExtentKind, coalesce, open_readonly, pread_exact
+from manifestkit.convert.disk import Extent, ExtentKind, OneFileDisk, coalesce
 from manifestkit.errors import ImageError
 
 
-class FileRegion:
+class FileRegion(OneFileDisk):
     """``length`` bytes of ``path`` starting at ``base``, seen as a disk of that size."""
 
     def __init__(self, path: str, *, base: int = 0, length: int | None = None) -> None:
-        self.path = path
-        self._fd = open_readonly(path)
-        try:
-            size = os.fstat(self._fd).st_size
-            self.base = base
-            self.capacity = size - base if length is None else length
-            if base < 0 or self.capacity < 0 or base + self.capacity > size:
-                raise ImageError(
-                    f"{path}: the file holds {size} bytes but {base + self.capacity} are needed "
-                    f"(data from byte {base}, {self.capacity} bytes); it is truncated"
-                )
-        except BaseException:
-            os.close(self._fd)
-            raise
-        self.files: tuple[str, ...] = (path,)
+        self.base = base
+        self._length = length
+        super().__init__(path)
+
+    def _open(self) -> None:
+        size = os.fstat(self._fd).st_size
+        base = self.base
+        self.capacity = size - base if self._length is None else self._length
+        if base < 0 or self.capacity < 0 or base + self.capacity > size:
+            raise ImageError(
+                f"{self.path}: the file holds {size} bytes but {base + self.capacity} are needed "
+                f"(data from byte {base}, {self.capacity} bytes); it is truncated"
+            )
 
     def extents(self) -> Iterator[Extent]:
         return coalesce(self._scan())
@@ -63,9 +61,4 @@ class FileRegion:
             pos = hole
 
     def read(self, offset: int, length: int) -> bytes:
-        return pread_exact(self._fd, length, self.base + offset, self.path, "data")
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        return self._pread(self.base + offset, length, "data")

@@ -18,6 +18,7 @@ from manifestkit.convert.disk import (
     SECTOR,
     Extent,
     ExtentKind,
+    OneFileDisk,
     coalesce,
     open_readonly,
     pread_exact,
@@ -67,20 +68,7 @@ def open_vhd(path: str) -> FileRegion | DynamicVhdDisk:
     )
 
 
-class DynamicVhdDisk:
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.files: tuple[str, ...] = (path,)
-        self._fd = open_readonly(path)
-        try:
-            self._open()
-        except BaseException:
-            os.close(self._fd)
-            raise
-
-    def _pread(self, offset: int, length: int, what: str) -> bytes:
-        return pread_exact(self._fd, length, offset, self.path, what)
-
+class DynamicVhdDisk(OneFileDisk):
     def _open(self) -> None:
         size = os.fstat(self._fd).st_size
         footer = _footer(self.path, self._fd, size)
@@ -172,7 +160,3 @@ class DynamicVhdDisk:
             offset = min(end, base + self.block_bytes)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1

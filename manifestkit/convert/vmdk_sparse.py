@@ -22,9 +22,8 @@ from manifestkit.convert.disk import (
     SECTOR,
     Extent,
     ExtentKind,
+    OneFileDisk,
     coalesce,
-    open_readonly,
-    pread_exact,
 )
 from manifestkit.errors import ConversionError, ImageError
 from manifestkit.images import vmdk
@@ -35,18 +34,8 @@ _FIX = "the image is damaged; copy it again or re-export it from the hypervisor"
 _GT_CACHE = 256
 
 
-class SparseExtentDisk:
+class SparseExtentDisk(OneFileDisk):
     """One hosted sparse extent file read as a disk of ``capacity`` bytes."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.files: tuple[str, ...] = (path,)
-        self._fd = open_readonly(path)
-        try:
-            self._open()
-        except BaseException:
-            os.close(self._fd)
-            raise
 
     def _error(self, what: str) -> ImageError:
         return ImageError(f"{self.path}: {what}", fix=_FIX)
@@ -138,9 +127,6 @@ class SparseExtentDisk:
                     f"({self.file_bytes} bytes): corrupt {what} or truncated file"
                 )
         return gd
-
-    def _pread(self, offset: int, length: int, what: str) -> bytes:
-        return pread_exact(self._fd, length, offset, self.path, what)
 
     def _load_table(self, index: int) -> array:
         """Grain table ``index`` with every entry checked; an empty table when its GD entry is 0."""
@@ -265,7 +251,3 @@ class SparseExtentDisk:
             )
         return out
 
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
