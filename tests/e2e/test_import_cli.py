@@ -15,44 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from manifestkit.cli import main
 from manifestkit.workflow import UploadRequest, upload_image
 
-ZONE = "us-east-1a"
-
-
-def endpoint_flags(sandbox: Any) -> list[str]:
-    return [
-        "--region",
-        sandbox.region,
-        "--s3-endpoint-url",
-        sandbox.s3_endpoint_url,
-        "--ec2-endpoint-url",
-        sandbox.ec2_endpoint_url,
-    ]
-
-
-def run(capsys: Any, argv: list[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def objects(s3: Any, bucket: str) -> list[str]:
-    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
-
-
-def final_state(ec2: Any, task_id: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        (task,) = ec2.describe_conversion_tasks(ConversionTaskIds=[task_id])["ConversionTasks"]
-        if task["State"] in ("completed", "cancelled") or time.monotonic() > deadline:
-            return task
-        time.sleep(0.05)
+from .helpers import WAIT, ZONE, endpoint_flags, final_state, objects, run
 
 
 def test_import_instance_wait_json(
@@ -77,9 +42,7 @@ def test_import_instance_wait_json(
             "hello",
             "-d",
             "from cli",
-            "--wait",
-            "--interval",
-            "0.05",
+            *WAIT,
             "--output",
             "json",
             *endpoint_flags(sandbox),
@@ -112,9 +75,7 @@ def test_import_volume_wait_text(
             "3",
             "-b",
             bucket,
-            "--wait",
-            "--interval",
-            "0.05",
+            *WAIT,
             *endpoint_flags(sandbox),
         ],
     )
@@ -207,9 +168,7 @@ def test_retry_with_manifest_url_after_a_failed_call(
             "Linux",
             "-t",
             "m1.small",
-            "--wait",
-            "--interval",
-            "0.05",
+            *WAIT,
             "--output",
             "json",
             *endpoint_flags(sandbox),
@@ -368,9 +327,7 @@ def test_wait_reports_a_service_side_cancellation_with_exit_1(
             ZONE,
             "--manifest-url",
             result.manifest_url,
-            "--wait",
-            "--interval",
-            "0.05",
+            *WAIT,
             *endpoint_flags(sandbox),
         ],
     )

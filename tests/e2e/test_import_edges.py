@@ -9,45 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from manifestkit.cli import main
 from manifestkit.workflow import UploadRequest, upload_image
 
-ZONE = "us-east-1a"
-
-
-def endpoint_flags(sandbox: Any) -> list[str]:
-    return [
-        "--region",
-        sandbox.region,
-        "--s3-endpoint-url",
-        sandbox.s3_endpoint_url,
-        "--ec2-endpoint-url",
-        sandbox.ec2_endpoint_url,
-    ]
-
-
-def run(capsys: Any, argv: list[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def describe(ec2: Any, task_id: str) -> dict[str, Any]:
-    (task,) = ec2.describe_conversion_tasks(ConversionTaskIds=[task_id])["ConversionTasks"]
-    return task
-
-
-def final_state(ec2: Any, task_id: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        task = describe(ec2, task_id)
-        if task["State"] in ("completed", "cancelled") or time.monotonic() > deadline:
-            return task
-        time.sleep(0.05)
+from .helpers import ZONE, describe, endpoint_flags, final_state, objects, run
 
 
 def cancel_everything_active(ec2: Any) -> None:
@@ -86,6 +50,47 @@ def start_volume_import(capsys: Any, sandbox: Any, url: str) -> str:
     )
     assert code == 0, err
     return json.loads(out)["task"]["id"]
+
+
+def no_upload_volume(
+    capsys: Any, sandbox: Any, image: Path, bucket: str, *extra: str
+) -> dict[str, Any]:
+    """``import-volume IMAGE --no-upload --output json``: the task starts, the parts never come."""
+    code, out, err = run(
+        capsys,
+        [
+            "import-volume",
+            str(image),
+            "-z",
+            ZONE,
+            "-b",
+            bucket,
+            *extra,
+            "--no-upload",
+            "--output",
+            "json",
+            *endpoint_flags(sandbox),
+        ],
+    )
+    assert code == 0, err
+    return json.loads(out)
+
+
+def watch(capsys: Any, sandbox: Any, task_id: str) -> tuple[int, str, str]:
+    """``tasks TASK_ID --watch --output json`` polling fast."""
+    return run(
+        capsys,
+        [
+            "tasks",
+            task_id,
+            "--watch",
+            "--interval",
+            "0.05",
+            "--output",
+            "json",
+            *endpoint_flags(sandbox),
+        ],
+    )
 
 
 def test_missing_part_cancels_naming_the_part(
@@ -160,25 +165,10 @@ def test_five_task_limit_is_said_plainly(
     ids = []
     try:
         for n in range(5):
-            code, out, err = run(
-                capsys,
-                [
-                    "import-volume",
-                    str(workdir / "tiny.raw"),
-                    "-z",
-                    ZONE,
-                    "-b",
-                    bucket,
-                    "--prefix",
-                    f"limit{n}",
-                    "--no-upload",
-                    "--output",
-                    "json",
-                    *endpoint_flags(sandbox),
-                ],
+            document = no_upload_volume(
+                capsys, sandbox, workdir / "tiny.raw", bucket, "--prefix", f"limit{n}"
             )
-            assert code == 0, err
-            ids.append(json.loads(out)["task"]["id"])
+            ids.append(document["task"]["id"])
         code, out, err = run(
             capsys,
             [
@@ -221,43 +211,15 @@ def test_no_upload_then_resume_completes_the_task(
 ) -> None:
     monkeypatch.setenv("MANIFESTKIT_SANDBOX_PART_WAIT", "60")
     image = workdir / "tiny-dynamic.vhd"
-    code, out, err = run(
-        capsys,
-        [
-            "import-volume",
-            str(image),
-            "-z",
-            ZONE,
-            "-b",
-            bucket,
-            "--no-upload",
-            "--output",
-            "json",
-            *endpoint_flags(sandbox),
-        ],
-    )
-    assert code == 0, err
-    document = json.loads(out)
+    document = no_upload_volume(capsys, sandbox, image, bucket)
     task_id, url = document["task"]["id"], document["task"]["manifest_url"]
     assert document["next"].startswith("manifestkit resume ")
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    keys = objects(s3, bucket)
     assert len(keys) == 1 and keys[0].endswith("tiny-dynamic.vhdmanifest.xml")  # parts pending
     assert describe(ec2, task_id)["State"] == "active"
     code, out, err = run(capsys, ["resume", url, str(image), *endpoint_flags(sandbox)])
     assert code == 0, err
-    code, out, err = run(
-        capsys,
-        [
-            "tasks",
-            task_id,
-            "--watch",
-            "--interval",
-            "0.05",
-            "--output",
-            "json",
-            *endpoint_flags(sandbox),
-        ],
-    )
+    code, out, err = watch(capsys, sandbox, task_id)
     assert code == 0, err
     (task,) = json.loads(out)["tasks"]
     assert task["state"] == "completed" and task["bytes_converted"] == image.stat().st_size
@@ -320,38 +282,10 @@ def test_task_expiry_while_waiting_for_parts_ends_the_watch_with_exit_1(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("MANIFESTKIT_SANDBOX_PART_WAIT", "60")
-    code, out, err = run(
-        capsys,
-        [
-            "import-volume",
-            str(workdir / "tiny.raw"),
-            "-z",
-            ZONE,
-            "-b",
-            bucket,
-            "--no-upload",
-            "--output",
-            "json",
-            *endpoint_flags(sandbox),
-        ],
-    )
-    assert code == 0, err
-    task = json.loads(out)["task"]
+    task = no_upload_volume(capsys, sandbox, workdir / "tiny.raw", bucket)["task"]
     assert task["state"] == "active" and task["expiration_time"]
     sandbox_clock.advance(8 * 86400)  # the parts never came: EC2 gives up after about 7 days
-    code, out, err = run(
-        capsys,
-        [
-            "tasks",
-            task["id"],
-            "--watch",
-            "--interval",
-            "0.05",
-            "--output",
-            "json",
-            *endpoint_flags(sandbox),
-        ],
-    )
+    code, out, err = watch(capsys, sandbox, task["id"])
     assert code == 1
     (final,) = json.loads(out)["tasks"]
     assert final["state"] == "cancelled" and "expire" in final["status_message"].lower()

@@ -16,19 +16,9 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from manifestkit.cli import main
+from .helpers import WAIT, ZONE, endpoint_flags, objects, run
 
-ZONE = "us-east-1a"
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
-
-
-def run(capsys: Any, argv: list[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 class _Refusing(http.server.BaseHTTPRequestHandler):
@@ -91,12 +81,7 @@ def test_dry_run_not_allowed_is_exit_1_and_uploads_nothing(
             "-b",
             bucket,
             "--dry-run",
-            "--region",
-            "us-east-1",
-            "--s3-endpoint-url",
-            sandbox.s3_endpoint_url,
-            "--ec2-endpoint-url",
-            refusing_ec2,
+            *endpoint_flags(sandbox, refusing_ec2),
         ],
     )
     assert code == 1, err
@@ -129,12 +114,7 @@ def test_auth_failure_is_caught_by_the_dry_run_before_the_upload(
             ZONE,
             "-b",
             bucket,
-            "--region",
-            "us-east-1",
-            "--s3-endpoint-url",
-            sandbox.s3_endpoint_url,
-            "--ec2-endpoint-url",
-            refusing_ec2,
+            *endpoint_flags(sandbox, refusing_ec2),
         ],
     )
     assert code == 2
@@ -158,7 +138,6 @@ def test_a_failed_call_after_the_upload_says_the_way_out_and_it_works(
     monkeypatch.setattr(_Refusing, "code", "ResourceLimitExceeded")
     monkeypatch.setattr(_Refusing, "status", 400)
     shutil.copyfile(SAMPLES / "tiny.raw", tmp_path / "tiny.raw")
-    s3_flags = ["--region", "us-east-1", "--s3-endpoint-url", sandbox.s3_endpoint_url]
     code, out, err = run(
         capsys,
         [
@@ -168,15 +147,13 @@ def test_a_failed_call_after_the_upload_says_the_way_out_and_it_works(
             "Linux",
             "-b",
             bucket,
-            *s3_flags,
-            "--ec2-endpoint-url",
-            refusing_ec2,
+            *endpoint_flags(sandbox, refusing_ec2),
         ],
     )
     assert code == 1
     (line,) = err.strip().splitlines()
     assert "you already have 5 active conversion tasks" in line
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    keys = objects(s3, bucket)
     manifest_key = next(k for k in keys if k.endswith("manifest.xml"))
     assert f"s3://{bucket}/{manifest_key}" in line
     assert "manifestkit import-instance --manifest-url URL" in line
@@ -186,7 +163,6 @@ def test_a_failed_call_after_the_upload_says_the_way_out_and_it_works(
     assert url.startswith(sandbox.s3_endpoint_url) and "X-Amz-Signature=" in url
     assert "X-Amz-Signature" not in err
     # the way out works: retry against a willing EC2, then clean up
-    ec2_flags = ["--ec2-endpoint-url", sandbox.ec2_endpoint_url]
     code, out, err = run(
         capsys,
         [
@@ -195,15 +171,12 @@ def test_a_failed_call_after_the_upload_says_the_way_out_and_it_works(
             url,
             "-p",
             "Linux",
-            "--wait",
-            "--interval",
-            "0.05",
-            *s3_flags,
-            *ec2_flags,
+            *WAIT,
+            *endpoint_flags(sandbox),
         ],
     )
     assert code == 0 and "completed" in out.splitlines()[0], err
-    code, _, err = run(capsys, ["delete", url, *s3_flags, *ec2_flags])
+    code, _, err = run(capsys, ["delete", url, *endpoint_flags(sandbox)])
     assert code == 0, err
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
 
@@ -217,14 +190,7 @@ def test_import_with_convert(
         check=True,
         capture_output=True,
     )
-    flags = [
-        "--region",
-        "us-east-1",
-        "--s3-endpoint-url",
-        sandbox.s3_endpoint_url,
-        "--ec2-endpoint-url",
-        sandbox.ec2_endpoint_url,
-    ]
+    flags = endpoint_flags(sandbox)
     code, _, err = run(capsys, ["import-volume", str(sparse), "-z", ZONE, "-b", bucket, *flags])
     assert code == 2 and "--convert" in err
     code, out, err = run(
@@ -237,9 +203,7 @@ def test_import_with_convert(
             "-b",
             bucket,
             "--convert",
-            "--wait",
-            "--interval",
-            "0.05",
+            *WAIT,
             "--output",
             "json",
             *flags,
@@ -274,9 +238,7 @@ def test_ctrl_c_while_waiting_names_the_task_that_goes_on(
             bucket,
             "--part-size",
             "4K",
-            "--wait",
-            "--interval",
-            "0.05",
+            *WAIT,
         ],
         cwd=tmp_path,
         env=clean_env(**sandbox.env()),
