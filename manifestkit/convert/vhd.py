@@ -74,7 +74,11 @@ class DynamicVhdDisk(OneFileDisk):
         footer = _footer(self.path, self._fd, size)
         try:
             header = vhd.parse_dynamic_header(
-                self._pread(footer.data_offset, vhd.DYNAMIC_HEADER_BYTES, "the VHD dynamic header")
+                self._pread(
+                    vhd.dynamic_header_offset(footer, size),
+                    vhd.DYNAMIC_HEADER_BYTES,
+                    "the VHD dynamic header",
+                )
             )
             vhd.check_dynamic_header(header, footer, size)
         except ImageError as exc:
@@ -159,4 +163,3 @@ class DynamicVhdDisk(OneFileDisk):
                     parts.append(bytes(hi - lo))
             offset = min(end, base + self.block_bytes)
         return parts[0] if len(parts) == 1 else b"".join(parts)
-

@@ -114,7 +114,13 @@ class SparseExtentDisk(OneFileDisk):
 
     def _directory(self, sector: int, what: str) -> array:
         """The GD at ``sector``, every entry checked to point inside the file."""
-        raw = self._pread(sector * SECTOR, 4 * self.header.num_gd_entries, f"the {what}")
+        gd_bytes = 4 * self.header.num_gd_entries  # at most vmdk.MAX_GD_BYTES (header check)
+        if sector * SECTOR + gd_bytes > self.file_bytes:
+            raise self._error(
+                f"the {what} ({self.header.num_gd_entries} entries at sector {sector}) runs past "
+                f"the end of the file ({self.file_bytes} bytes): truncated file"
+            )
+        raw = self._pread(sector * SECTOR, gd_bytes, f"the {what}")
         gd = array("I")
         gd.frombytes(raw)
         if struct.pack("=I", 1) != struct.pack("<I", 1):  # pragma: no cover - big-endian hosts
@@ -250,4 +256,3 @@ class SparseExtentDisk(OneFileDisk):
                 "truncated or corrupt compressed data"
             )
         return out
-

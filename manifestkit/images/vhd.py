@@ -28,14 +28,12 @@ DYNAMIC_HEADER_VERSION = 0x00010000
 NO_OFFSET = 0xFFFFFFFFFFFFFFFF
 #: a BAT entry for a block that is not allocated
 BAT_UNUSED = 0xFFFFFFFF
+_FIX_DAMAGED = "the file is damaged; copy it again or re-export it"
 
 DISK_FIXED = 2
 DISK_DYNAMIC = 3
 DISK_DIFFERENCING = 4
 DISK_TYPES = {DISK_FIXED: "fixed", DISK_DYNAMIC: "dynamic", DISK_DIFFERENCING: "differencing"}
-
-#: VHD's own size limit (spec: 2040 GB; AWS documents 2040 GiB for VHD imports)
-MAX_VHD_BYTES = 2040 * 1024**3
 
 # Hard Disk Footer: 0 cookie 8s | 8 features u32 | 12 file format version u32 | 16 data offset u64
 # 24 timestamp u32 | 28 creator application 4s | 32 creator version u32 | 36 creator host OS 4s
@@ -58,8 +56,28 @@ def vhd_checksum(buf: bytes, checksum_at: int) -> int:
     return ~total & 0xFFFFFFFF
 
 
+class _Checksummed:
+    """The footer and the dynamic header both carry a checksum (spec: one's complement of the
+    byte sum); parsing keeps the stored one and the computed one, checking compares them."""
+
+    checksum: int
+    computed_checksum: int
+
+    @property
+    def checksum_ok(self) -> bool:
+        return self.checksum == self.computed_checksum
+
+    def check_checksum(self, what: str) -> None:
+        if not self.checksum_ok:
+            raise ImageError(
+                f"VHD {what} checksum 0x{self.checksum:08x} does not match its contents "
+                f"(0x{self.computed_checksum:08x})",
+                fix=_FIX_DAMAGED,
+            )
+
+
 @dataclass(frozen=True)
-class VhdFooter:
+class VhdFooter(_Checksummed):
     features: int
     version: int
     data_offset: int
@@ -78,10 +96,6 @@ class VhdFooter:
     computed_checksum: int
     unique_id: uuid.UUID
     saved_state: int
-
-    @property
-    def checksum_ok(self) -> bool:
-        return self.checksum == self.computed_checksum
 
     @property
     def subformat(self) -> str:
@@ -114,7 +128,9 @@ def parse_footer(buf: bytes) -> VhdFooter:
         saved,
     ) = _FOOTER.unpack_from(buf)
     if cookie != FOOTER_COOKIE:
-        raise ImageError(f"bad VHD footer cookie {cookie!r} (expected b'conectix')")
+        raise ImageError(
+            f"bad VHD footer cookie {cookie!r} (expected b'conectix')", fix=_FIX_DAMAGED
+        )
     return VhdFooter(
         features=features,
         version=version,
@@ -136,17 +152,9 @@ def parse_footer(buf: bytes) -> VhdFooter:
     )
 
 
-_FIX_DAMAGED = "the file is damaged; copy it again or re-export it"
-
-
 def check_footer(f: VhdFooter) -> None:
     """Refuse a footer with a bad checksum, an unknown version or disk type, or a zero size."""
-    if not f.checksum_ok:
-        raise ImageError(
-            f"VHD footer checksum 0x{f.checksum:08x} does not match its contents "
-            f"(0x{f.computed_checksum:08x})",
-            fix=_FIX_DAMAGED,
-        )
+    f.check_checksum("footer")
     if f.version != FOOTER_VERSION:
         raise ImageError(
             f"VHD footer version 0x{f.version:08x} is not 0x00010000", fix=_FIX_DAMAGED
@@ -158,7 +166,7 @@ def check_footer(f: VhdFooter) -> None:
 
 
 @dataclass(frozen=True)
-class DynamicHeader:
+class DynamicHeader(_Checksummed):
     data_offset: int
     #: byte offset of the block allocation table (BAT)
     table_offset: int
@@ -174,10 +182,6 @@ class DynamicHeader:
     parent_name: str
 
     @property
-    def checksum_ok(self) -> bool:
-        return self.checksum == self.computed_checksum
-
-    @property
     def bitmap_bytes(self) -> int:
         """Each block starts with a sector bitmap padded to whole sectors (spec "Block Format")."""
         bits = self.block_size // SECTOR
@@ -187,7 +191,10 @@ class DynamicHeader:
 def parse_dynamic_header(buf: bytes) -> DynamicHeader:
     """Decode a 1024-byte ``cxsparse`` header; checks the cookie only."""
     if len(buf) < DYNAMIC_HEADER_BYTES:
-        raise ImageError(f"truncated VHD dynamic header ({len(buf)} of 1024 bytes)")
+        raise ImageError(
+            f"truncated VHD dynamic header ({len(buf)} of 1024 bytes)",
+            fix="the file is incomplete; copy it again",
+        )
     (
         cookie,
         data_offset,
@@ -202,7 +209,9 @@ def parse_dynamic_header(buf: bytes) -> DynamicHeader:
         parent_name,
     ) = _DYNAMIC.unpack_from(buf)
     if cookie != DYNAMIC_COOKIE:
-        raise ImageError(f"bad VHD dynamic header cookie {cookie!r} (expected b'cxsparse')")
+        raise ImageError(
+            f"bad VHD dynamic header cookie {cookie!r} (expected b'cxsparse')", fix=_FIX_DAMAGED
+        )
     name = parent_name.decode("utf-16-be", errors="replace").split("\0", 1)[0]
     return DynamicHeader(
         data_offset=data_offset,
@@ -218,16 +227,23 @@ def parse_dynamic_header(buf: bytes) -> DynamicHeader:
     )
 
 
-def check_dynamic_header(h: DynamicHeader, footer: VhdFooter, file_bytes: int) -> None:
-    """Refuse a dynamic header with a bad checksum, a silly block size or a BAT outside the file."""
-    if not h.checksum_ok:
+def dynamic_header_offset(footer: VhdFooter, file_bytes: int) -> int:
+    """The footer's data offset, checked to hold a whole dynamic header inside the file."""
+    if footer.data_offset == NO_OFFSET or footer.data_offset + DYNAMIC_HEADER_BYTES > file_bytes:
         raise ImageError(
-            f"VHD dynamic header checksum 0x{h.checksum:08x} does not match its contents "
-            f"(0x{h.computed_checksum:08x})",
+            f"VHD dynamic header offset {footer.data_offset} is outside the file",
             fix=_FIX_DAMAGED,
         )
+    return footer.data_offset
+
+
+def check_dynamic_header(h: DynamicHeader, footer: VhdFooter, file_bytes: int) -> None:
+    """Refuse a dynamic header with a bad checksum, a silly block size or a BAT outside the file."""
+    h.check_checksum("dynamic header")
     if h.version != DYNAMIC_HEADER_VERSION:
-        raise ImageError(f"VHD dynamic header version 0x{h.version:08x} is not 0x00010000")
+        raise ImageError(
+            f"VHD dynamic header version 0x{h.version:08x} is not 0x00010000", fix=_FIX_DAMAGED
+        )
     if h.block_size < SECTOR or h.block_size & (h.block_size - 1):
         raise ImageError(f"VHD block size {h.block_size} is not a power of two", fix=_FIX_DAMAGED)
     if h.max_table_entries * h.block_size < footer.current_size:
@@ -299,16 +315,12 @@ def read_vhd(reader: ImageReader) -> ImageInfo:
                 "'Footers not identical')",
                 fix=f"repair or re-export the VHD, or {convert_fix(reader.path)}",
             )
-        if (
-            footer.data_offset == NO_OFFSET
-            or footer.data_offset + DYNAMIC_HEADER_BYTES > reader.size
-        ):
-            raise ImageError(
-                f"VHD dynamic header offset {footer.data_offset} is outside the file",
-                fix=_FIX_DAMAGED,
-            )
         dyn = parse_dynamic_header(
-            reader.read_at(footer.data_offset, DYNAMIC_HEADER_BYTES, what="the VHD dynamic header")
+            reader.read_at(
+                dynamic_header_offset(footer, reader.size),
+                DYNAMIC_HEADER_BYTES,
+                what="the VHD dynamic header",
+            )
         )
         check_dynamic_header(dyn, footer, reader.size)
         _check_bat(reader, dyn)

@@ -12,7 +12,7 @@ import os
 import re
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from types import MappingProxyType
 
 from manifestkit.errors import ImageError
@@ -22,6 +22,7 @@ from manifestkit.images.reader import ImageReader
 SECTOR = 512
 #: header.gdOffset meaning "the grain directory is at the end; read the footer" (spec: GD_AT_END)
 GD_AT_END = 0xFFFFFFFFFFFFFFFF
+_FIX_DAMAGED = "the file is damaged or not a VMDK; copy it again or re-export it"
 
 FLAG_VALID_NEWLINE_TEST = 0x1
 FLAG_REDUNDANT_GD = 0x2
@@ -43,6 +44,9 @@ MAX_GRAIN_SECTORS = 1 << 20
 #: VMDK's own limit is just under 64 TiB; anything bigger is a damaged header
 MAX_CAPACITY_BYTES = 64 * 1024**4
 MAX_GTES_PER_GT = 1 << 16
+#: the largest grain directory an honest header gives: 64 TiB in 4 KiB grains (the spec's
+#: smallest, "greater than 8" sectors) and 512-entry grain tables = 2**25 entries of 4 bytes
+MAX_GD_BYTES = 128 * 1024**2
 #: an embedded or stand-alone descriptor is a few KiB; more than this is not a descriptor
 MAX_DESCRIPTOR_BYTES = 512 * 1024
 
@@ -68,6 +72,8 @@ GRAIN_MARKER_HEAD = 12
 
 @dataclass(frozen=True)
 class SparseHeader:
+    """The header's fields after the magic, in on-disk order (``_HEADER``)."""
+
     version: int
     flags: int
     #: sectors
@@ -122,63 +128,18 @@ def parse_sparse_header(buf: bytes) -> SparseHeader:
             f"truncated VMDK header ({len(buf)} of 512 bytes)",
             fix="the file is incomplete; copy it again",
         )
-    (
-        magic,
-        version,
-        flags,
-        capacity,
-        grain,
-        d_off,
-        d_size,
-        gtes,
-        rgd,
-        gd,
-        overhead,
-        unclean,
-        nl,
-        compress,
-    ) = _HEADER.unpack_from(buf)
+    magic, *fields = _HEADER.unpack_from(buf)
     if magic != SPARSE_MAGIC:
-        raise ImageError(f"bad VMDK sparse header magic {magic!r} (expected b'KDMV')")
-    return SparseHeader(
-        version=version,
-        flags=flags,
-        capacity=capacity,
-        grain_size=grain,
-        descriptor_offset=d_off,
-        descriptor_size=d_size,
-        num_gtes_per_gt=gtes,
-        rgd_offset=rgd,
-        gd_offset=gd,
-        overhead=overhead,
-        unclean_shutdown=unclean,
-        newline_test=nl,
-        compress_algorithm=compress,
-    )
+        raise ImageError(
+            f"bad VMDK sparse header magic {magic!r} (expected b'KDMV')", fix=_FIX_DAMAGED
+        )
+    return SparseHeader(*fields)  # SparseHeader declares its fields in _HEADER's order
 
 
 def pack_sparse_header(h: SparseHeader) -> bytes:
     """The 512-byte encoding of ``h`` (tests and the converter write headers with it)."""
-    body = _HEADER.pack(
-        SPARSE_MAGIC,
-        h.version,
-        h.flags,
-        h.capacity,
-        h.grain_size,
-        h.descriptor_offset,
-        h.descriptor_size,
-        h.num_gtes_per_gt,
-        h.rgd_offset,
-        h.gd_offset,
-        h.overhead,
-        h.unclean_shutdown,
-        h.newline_test,
-        h.compress_algorithm,
-    )
+    body = _HEADER.pack(SPARSE_MAGIC, *astuple(h))
     return body.ljust(SECTOR, b"\0")
-
-
-_FIX_DAMAGED = "the file is damaged or not a VMDK; copy it again or re-export it"
 
 
 def check_sparse_header(h: SparseHeader, file_bytes: int, *, allow_gd_at_end: bool = True) -> None:
@@ -207,6 +168,11 @@ def check_sparse_header(h: SparseHeader, file_bytes: int, *, allow_gd_at_end: bo
         raise bad(f"capacity {h.capacity} sectors is absurd (more than 64 TiB)")
     if not 1 <= h.num_gtes_per_gt <= MAX_GTES_PER_GT:
         raise bad(f"numGTEsPerGT {h.num_gtes_per_gt} is absurd")
+    if h.num_gd_entries * 4 > MAX_GD_BYTES:
+        raise bad(
+            f"a grain directory of {h.num_gd_entries} entries (grainSize {h.grain_size}, "
+            f"numGTEsPerGT {h.num_gtes_per_gt}) is absurd"
+        )
     if h.compress_algorithm not in (COMPRESSION_NONE, COMPRESSION_DEFLATE):
         raise bad(f"compressAlgorithm {h.compress_algorithm} is unknown (0 none, 1 deflate)")
     sectors = file_bytes // SECTOR
@@ -251,7 +217,10 @@ class Marker:
 def parse_marker(buf: bytes) -> Marker:
     """Decode the first 16 bytes of a sector as a marker."""
     if len(buf) < _MARKER.size:
-        raise ImageError(f"truncated stream marker ({len(buf)} of 16 bytes)")
+        raise ImageError(
+            f"truncated stream marker ({len(buf)} of 16 bytes)",
+            fix="the file is incomplete; copy it again",
+        )
     value, size, mtype = _MARKER.unpack_from(buf)
     if size:
         return Marker(value, size, None)
@@ -320,7 +289,8 @@ def decode_descriptor(raw: bytes) -> str:
     text_bytes = raw.split(b"\0", 1)[0]
     if len(text_bytes) > MAX_DESCRIPTOR_BYTES:
         raise ImageError(
-            f"descriptor is larger than {MAX_DESCRIPTOR_BYTES} bytes: not a descriptor"
+            f"descriptor is larger than {MAX_DESCRIPTOR_BYTES} bytes: not a descriptor",
+            fix="check that this is the right file",
         )
     try:
         text = text_bytes.decode("utf-8")
@@ -335,7 +305,8 @@ def parse_descriptor(text: str) -> Descriptor:
     """Parse ``createType``, extent lines and ``ddb.*`` keys (spec "The Descriptor File")."""
     if len(text) > MAX_DESCRIPTOR_BYTES:
         raise ImageError(
-            f"descriptor is larger than {MAX_DESCRIPTOR_BYTES} bytes: not a descriptor"
+            f"descriptor is larger than {MAX_DESCRIPTOR_BYTES} bytes: not a descriptor",
+            fix="check that this is the right file",
         )
     extents: list[Extent] = []
     ddb: dict[str, str] = {}
@@ -390,49 +361,44 @@ _SESPARSE = struct.Struct("<QQQQ")
 
 
 @dataclass(frozen=True)
-class CowdHeader:
+class VmfsSparseHeader:
+    """What a COWD (vmfsSparse) or seSparse header says: enough to report, never to import."""
+
     version: int
+    #: sectors
     capacity: int
+    #: sectors
     grain_size: int
 
 
-def parse_cowd_header(buf: bytes) -> CowdHeader:
+def parse_cowd_header(buf: bytes) -> VmfsSparseHeader:
     if len(buf) < _COWD.size:
-        raise ImageError("truncated COWD header")
+        raise ImageError("truncated COWD header", fix="the file is incomplete; copy it again")
     magic, version, _flags, capacity, grain, _gd, _n = _COWD.unpack_from(buf)
     if magic != b"COWD":
-        raise ImageError(f"bad COWD magic {magic!r}")
+        raise ImageError(f"bad COWD magic {magic!r}", fix=_FIX_DAMAGED)
     if capacity == 0:
         raise ImageError("COWD header: capacity is 0", fix=_FIX_DAMAGED)
-    return CowdHeader(version, capacity, grain)
+    return VmfsSparseHeader(version, capacity, grain)
 
 
-@dataclass(frozen=True)
-class SeSparseHeader:
-    version: int
-    capacity: int
-    grain_size: int
-
-
-def parse_sesparse_header(buf: bytes) -> SeSparseHeader:
+def parse_sesparse_header(buf: bytes) -> VmfsSparseHeader:
     if len(buf) < _SESPARSE.size:
-        raise ImageError("truncated seSparse header")
+        raise ImageError("truncated seSparse header", fix="the file is incomplete; copy it again")
     magic, version, capacity, grain = _SESPARSE.unpack_from(buf)
     if magic != 0xCAFEBABE:
-        raise ImageError(f"bad seSparse magic 0x{magic:x}")
+        raise ImageError(f"bad seSparse magic 0x{magic:x}", fix=_FIX_DAMAGED)
     if capacity == 0 or capacity * SECTOR > MAX_CAPACITY_BYTES:
         raise ImageError(
             f"seSparse header: capacity {capacity} sectors is absurd", fix=_FIX_DAMAGED
         )
-    return SeSparseHeader(version, capacity, grain)
+    return VmfsSparseHeader(version, capacity, grain)
 
 
 # --- reading a file into ImageInfo ---------------------------------------------------------------
 
 #: the grain directory is checked entry by entry up to this many bytes (bounded reads, issue 2)
 GD_CHECK_BYTES = 128 * 1024
-#: descriptor-only files bigger than this are not descriptors
-MAX_DESCRIPTOR_FILE_BYTES = MAX_DESCRIPTOR_BYTES
 
 
 def _read_embedded_descriptor(reader: ImageReader, h: SparseHeader) -> Descriptor | None:
@@ -572,10 +538,10 @@ def read_sparse(reader: ImageReader) -> ImageInfo:
 
 def read_descriptor_file(reader: ImageReader) -> ImageInfo:
     """A stand-alone descriptor (monolithicFlat, twoGbMaxExtent*, vmfs): capacity from extents."""
-    if reader.size > MAX_DESCRIPTOR_FILE_BYTES:
+    if reader.size > MAX_DESCRIPTOR_BYTES:
         raise ImageError(
             f"starts like a VMDK descriptor but is {reader.size} bytes; descriptors are text files "
-            f"of at most {MAX_DESCRIPTOR_FILE_BYTES} bytes",
+            f"of at most {MAX_DESCRIPTOR_BYTES} bytes",
             fix="check that this is the right file",
         )
     descriptor = parse_descriptor(
@@ -621,29 +587,24 @@ def read_descriptor_file(reader: ImageReader) -> ImageInfo:
 
 def read_cowd(reader: ImageReader) -> ImageInfo:
     h = parse_cowd_header(reader.read_at(0, _COWD.size, what="the COWD header"))
-    return ImageInfo(
-        path=reader.path,
-        format="VMDK",
-        subformat="vmfsSparse",
-        file_bytes=reader.size,
-        capacity_bytes=h.capacity * SECTOR,
-        importable=True,
-        details={"kind": "vmdk-cowd", "version": h.version, "grain_bytes": h.grain_size * SECTOR},
-    )
+    return _vmfs_sparse_info(reader, h, "vmfsSparse", "vmdk-cowd")
 
 
 def read_sesparse(reader: ImageReader) -> ImageInfo:
     h = parse_sesparse_header(reader.read_at(0, _SESPARSE.size, what="the seSparse header"))
+    return _vmfs_sparse_info(reader, h, "seSparse", "vmdk-sesparse")
+
+
+def _vmfs_sparse_info(
+    reader: ImageReader, h: VmfsSparseHeader, subformat: str, kind: str
+) -> ImageInfo:
+    # importable=True here: the import rules (images/rules.py) refuse these subformats in one place
     return ImageInfo(
         path=reader.path,
         format="VMDK",
-        subformat="seSparse",
+        subformat=subformat,
         file_bytes=reader.size,
         capacity_bytes=h.capacity * SECTOR,
         importable=True,
-        details={
-            "kind": "vmdk-sesparse",
-            "version": h.version,
-            "grain_bytes": h.grain_size * SECTOR,
-        },
+        details={"kind": kind, "version": h.version, "grain_bytes": h.grain_size * SECTOR},
     )

@@ -301,3 +301,16 @@ def test_output_folder_missing_or_output_a_folder(mixed_raw: Path, tmp_path: Pat
         convert_image(mixed_raw, folder, overwrite=True)
     assert folder.is_dir() and list(folder.iterdir()) == []
     assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+def test_dynamic_vhd_whose_header_offset_is_outside_the_file(tmp_path: Path) -> None:
+    sample = Path(__file__).resolve().parents[2] / "samples" / "tiny-dynamic.vhd"
+    data = bytearray(sample.read_bytes())
+    footer = bytearray(data[-512:])
+    footer[16:24] = b"\xff" * 8  # data offset (spec "Hard Disk Footer Format", offset 16)
+    footer[64:68] = bytes(4)  # spec: the checksum is the one's complement of the byte sum
+    footer[64:68] = struct.pack(">I", ~sum(footer) & 0xFFFFFFFF)
+    data[:512] = data[-512:] = footer
+    source = tmp_path / "bad.vhd"
+    source.write_bytes(bytes(data))
+    _convert_fails(source, tmp_path / "out.vmdk", ImageError, "dynamic header offset")

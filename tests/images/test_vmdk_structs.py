@@ -70,6 +70,7 @@ FILE_BYTES = SAMPLE.stat().st_size
         ({"capacity": 0}, "capacity is 0"),
         ({"capacity": 1 << 50}, "absurd"),
         ({"num_gtes_per_gt": 0}, "numGTEsPerGT"),
+        ({"capacity": 1 << 36, "grain_size": 1, "num_gtes_per_gt": 1}, "grain directory of"),
         ({"compress_algorithm": 7}, "compressAlgorithm 7"),
         ({"flags": FLAG_COMPRESSED | FLAG_MARKERS | 0x40000}, "incompatible flags"),
         ({"newline_test": b"\n \n\n"}, "newline"),
