@@ -1,4 +1,4 @@
-"""Test-wide setup: throwaway credentials and no instance-metadata probing, before boto3 is imported.
+"""Test-wide setup, before boto3 is imported: throwaway credentials, no instance-metadata probing.
 
 Sandbox fixtures (manifestkit.sandbox: moto S3 + EC2 behind SigV4 checks, over real HTTP on
 127.0.0.1):
@@ -15,6 +15,8 @@ Sandbox fixtures (manifestkit.sandbox: moto S3 + EC2 behind SigV4 checks, over r
   test — use it to make presigned URLs expire (``sandbox_clock.advance(3600)``).
 * ``sandbox_env`` (function): ``os.environ`` pointed at the sandbox (``sandbox.env()``) for the
   test, for code that builds its clients from the environment; returns the variables.
+* ``no_aws_credentials`` (function): no credentials in any place botocore looks, for the
+  "no AWS credentials found" paths.
 
 Do not use moto's ``mock_aws`` in tests that share the session ``sandbox``: it resets moto's
 process-wide backends (everything in the sandbox) and intercepts boto3's requests.
@@ -97,3 +99,19 @@ def sandbox_env(sandbox: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
+
+
+@pytest.fixture
+def no_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No credentials anywhere botocore looks (environment, container, web identity, IMDS)."""
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")

@@ -244,18 +244,7 @@ def test_from_session_uses_boto3_chain_and_configured_endpoint(monkeypatch):
     assert flag.url("GET", "my-bucket", "k").startswith("http://localhost:1234/my-bucket/k?")
 
 
-def test_from_session_without_credentials(monkeypatch):
-    for name in (
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_ROLE_ARN",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+def test_from_session_without_credentials(no_aws_credentials):
     session = boto3.Session(region_name="eu-west-1")
     with pytest.raises(CredentialsError, match="no AWS credentials"):
         Presigner.from_session(session, AwsSettings())

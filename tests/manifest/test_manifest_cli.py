@@ -199,18 +199,7 @@ def test_existing_output_not_overwritten(tmp_path, image, capsys, monkeypatch):
     assert code == 2 and "is the image itself" in err
 
 
-def test_no_credentials(tmp_path, image, capsys, monkeypatch, no_network):
-    for name in (
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_ROLE_ARN",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+def test_no_credentials(tmp_path, image, capsys, monkeypatch, no_network, no_aws_credentials):
     monkeypatch.chdir(tmp_path)
     code, _, err = run(capsys, "manifest", str(image), "--bucket", "my-bucket")
     assert code == 2 and "no AWS credentials found" in err
