@@ -79,13 +79,18 @@ class _Cursor:
 
 
 def iter_markers(
-    reader: ImageReader, start: int, *, progress: Progress | None = None
+    reader: ImageReader,
+    start: int,
+    *,
+    max_grain_data: int,
+    progress: Progress | None = None,
 ) -> Iterator[tuple[int, Marker, bytes]]:
     """Yield ``(offset, marker, compressed_data)`` for each marker from ``start`` (bytes) on.
 
     ``compressed_data`` is empty for metadata markers. Stops after the end-of-stream marker, or at
     the end of the file when it falls on a marker boundary; raises ``ImageError`` when a marker or
-    its data is cut short.
+    its data is cut short, or when a grain marker claims more than ``max_grain_data`` bytes (a
+    damaged u32 size must not become a 4 GiB read).
     """
     cursor = _Cursor(reader, progress or NoProgress())
     pos = start
@@ -97,6 +102,12 @@ def iter_markers(
             )
         marker = parse_marker(head)
         if marker.is_grain:
+            if marker.size > max_grain_data:
+                raise ImageError(
+                    f"grain marker at byte {pos} claims {marker.size} compressed bytes, more "
+                    f"than a grain can take ({max_grain_data})",
+                    fix=_FIX,
+                )
             data = cursor.read(pos + GRAIN_MARKER_HEAD, marker.size)
             if len(data) < marker.size:
                 raise ImageError(
@@ -136,7 +147,9 @@ def check_stream(
     end = header.overhead * SECTOR
     progress.start(reader.size, "checking grains")
     try:
-        for pos, marker, data in iter_markers(reader, end, progress=progress):
+        for pos, marker, data in iter_markers(
+            reader, end, max_grain_data=max_compressed, progress=progress
+        ):
             if not marker.is_grain:
                 tables += marker.type == MARKER_GT
                 directories += marker.type == MARKER_GD
@@ -149,12 +162,6 @@ def check_stream(
                 raise ImageError(
                     f"grain marker at byte {pos} names sector {lba}, which is not a grain of this "
                     f"{header.capacity}-sector disk",
-                    fix=_FIX,
-                )
-            if marker.size > max_compressed:
-                raise ImageError(
-                    f"grain marker at byte {pos} claims {marker.size} compressed bytes for a "
-                    f"{grain_bytes}-byte grain",
                     fix=_FIX,
                 )
             expected = min(grain_bytes, capacity_bytes - lba * SECTOR)
