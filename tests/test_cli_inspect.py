@@ -13,7 +13,7 @@ import shutil
 import signal
 import struct
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -70,8 +70,18 @@ def test_json_document(capsys) -> None:
     code, out, err = run(capsys, str(STREAM), "--output", "json")
     assert code == 0 and err == ""
     doc = json.loads(out)
-    for key in ("path", "format", "subformat", "file_bytes", "capacity_bytes", "volume_gib",
-                "part_size", "parts", "importable", "problems"):
+    for key in (
+        "path",
+        "format",
+        "subformat",
+        "file_bytes",
+        "capacity_bytes",
+        "volume_gib",
+        "part_size",
+        "parts",
+        "importable",
+        "problems",
+    ):
         assert key in doc
     assert (doc["format"], doc["subformat"], doc["importable"]) == ("VMDK", "streamOptimized", True)
     assert doc["file_bytes"] == STREAM.stat().st_size
@@ -86,7 +96,9 @@ def test_capacity_matches_qemu_img(capsys) -> None:
         oracle = json.loads(
             subprocess.run(
                 ["qemu-img", "info", "--output=json", "-f", fmt, str(sample)],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
         )
         code, out, _ = run(capsys, str(sample), "--output", "json")
@@ -95,8 +107,8 @@ def test_capacity_matches_qemu_img(capsys) -> None:
 
 
 @pytest.mark.parametrize(
-    ("size", "part_size"), [("10MiB", 10485760), ("10M", 10485760), ("10485760", 10485760),
-                            ("1K", 1024), ("1000", 1000)]
+    ("size", "part_size"),
+    [("10MiB", 10485760), ("10M", 10485760), ("10485760", 10485760), ("1K", 1024), ("1000", 1000)],
 )
 def test_part_size(capsys, size: str, part_size: int) -> None:
     code, out, _ = run(capsys, str(STREAM), "--part-size", size, "--output", "json")
@@ -192,16 +204,33 @@ def test_unreadable_file_chmod(capsys, tmp_path: Path) -> None:
     assert_one_error(run(capsys, str(path)), path, "permission denied")
 
 
-def test_zero_length(capsys, tmp_path: Path) -> None:
-    path = tmp_path / "empty.vmdk"
-    path.write_bytes(b"")
-    assert_one_error(run(capsys, str(path)), path, "empty")
-
-
-def test_truncated_header(capsys, tmp_path: Path) -> None:
-    path = tmp_path / "short.vmdk"
-    path.write_bytes(STREAM.read_bytes()[:100])
-    assert_one_error(run(capsys, str(path)), path, "truncated")
+@pytest.mark.parametrize(
+    ("name", "content", "words"),
+    [
+        ("empty.vmdk", lambda: b"", "empty"),
+        ("short.vmdk", lambda: STREAM.read_bytes()[:100], "truncated"),
+        ("garbage.vmdk", lambda: b"# Disk DescriptorFile\nthis is not a descriptor\n", "line 2"),
+        (
+            "huge.vmdk",
+            lambda: b"# Disk DescriptorFile\n" + b'ddb.comment = "x"\n' * 200_000,
+            "descriptor",
+        ),
+        ("disk.vmdk", lambda: b"QFI\xfb\0\0\0\x03".ljust(4096, b"\0"), "qcow2"),
+    ],
+    ids=[
+        "zero-length",
+        "truncated-header",
+        "garbage-descriptor-file",
+        "huge-descriptor-file",
+        "qcow2-not-supported",
+    ],
+)
+def test_file_of_these_bytes_is_one_error(
+    capsys, tmp_path: Path, name: str, content: Callable[[], bytes], words: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content())
+    assert_one_error(run(capsys, str(path)), path, words)
 
 
 @pytest.mark.parametrize("cut", [0x3402, 0x3600 + 100, 0x5000])
@@ -283,24 +312,6 @@ def test_vhd_bad_dynamic_header(capsys, tmp_path: Path) -> None:
 def test_garbage_embedded_descriptor(capsys, tmp_path: Path) -> None:
     path = patched(tmp_path, STREAM, "garbage.vmdk", {512: b"\x01\x02garbage\xff\xfe"})
     assert_one_error(run(capsys, str(path)), path, "descriptor")
-
-
-def test_garbage_descriptor_file(capsys, tmp_path: Path) -> None:
-    path = tmp_path / "garbage.vmdk"
-    path.write_bytes(b"# Disk DescriptorFile\nthis is not a descriptor\n")
-    assert_one_error(run(capsys, str(path)), path, "line 2")
-
-
-def test_huge_descriptor_file(capsys, tmp_path: Path) -> None:
-    path = tmp_path / "huge.vmdk"
-    path.write_bytes(b"# Disk DescriptorFile\n" + b'ddb.comment = "x"\n' * 200_000)
-    assert_one_error(run(capsys, str(path)), path, "descriptor")
-
-
-def test_qcow2_named_not_supported(capsys, tmp_path: Path) -> None:
-    path = tmp_path / "disk.vmdk"
-    path.write_bytes(b"QFI\xfb\0\0\0\x03".ljust(4096, b"\0"))
-    assert_one_error(run(capsys, str(path)), path, "qcow2")
 
 
 def test_deep_corrupt_grain(capsys, tmp_path: Path) -> None:

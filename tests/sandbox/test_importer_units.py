@@ -219,8 +219,12 @@ def test_task_id_rules() -> None:
 # -- state machine -----------------------------------------------------------------------------
 
 
-def new_task(store: tasks.TaskStore, account: str = "123456789012") -> tasks.TaskSnapshot:
-    request = parse_import_instance(instance_params(), ZONES, "us-east-1")
+def new_task(
+    store: tasks.TaskStore, account: str = "123456789012", request: object = None
+) -> tasks.TaskSnapshot:
+    """A task for ``request`` (an ImportInstance by default) added to ``store``."""
+    if request is None:
+        request = parse_import_instance(instance_params(), ZONES, "us-east-1")
     task = tasks.new_snapshot(
         request,
         account_id=account,
@@ -334,15 +338,7 @@ def test_describe_and_volume_reply_parse_with_botocore() -> None:
         ZONES,
         "us-east-1",
     )
-    task = tasks.new_snapshot(
-        request,
-        account_id="1",
-        region="us-east-1",
-        now=NOW,
-        availability_zone="us-east-1a",
-        availability_zone_id="use1-az6",
-    )
-    store.add(task)
+    task = new_task(store, account="1", request=request)
     done = store.update(task.task_id, tasks.completed("vol-0abc"))
     reply = parse_reply("DescribeConversionTasks", describe_response("2016-11-15", "r2", [done]))
     (conv,) = reply["ConversionTasks"]
