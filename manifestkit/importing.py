@@ -1,8 +1,7 @@
 """The one-command import: image -> upload -> ImportInstance/ImportVolume -> wait -> ConversionTask.
 
 Re-exported by ``manifestkit.workflow`` (``from manifestkit.workflow import import_instance,
-ImportInstanceRequest``). The upload steps are the uploader's (``manifestkit.workflow``), imported
-inside the functions because ``workflow`` re-exports this module at its end.
+ImportInstanceRequest``). The upload steps are ``manifestkit.uploading``'s public functions.
 
 Nothing is left half-done without saying so. Before uploading, EC2's DryRun of the call catches
 refused credentials and requests EC2 rejects. When the real call still fails after the upload, the
@@ -18,7 +17,7 @@ import os
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from manifestkit import ec2
 from manifestkit.aws import AwsSettings, ec2_client, make_session
@@ -39,10 +38,9 @@ from manifestkit.errors import (
     UsageError,
 )
 from manifestkit.images.info import FORMATS, volume_gib_for
+from manifestkit.parts import DEFAULT_PART_SIZE
 from manifestkit.progress import NoProgress, Progress
-
-if TYPE_CHECKING:
-    from manifestkit.workflow import UploadRequest
+from manifestkit.uploading import UploadRequest, UploadResult, put_manifest_only, upload_image
 
 log = logging.getLogger("manifestkit")
 
@@ -167,6 +165,15 @@ def _upload_request(upload: UploadRequest, volume_gib: int | None) -> UploadRequ
     return upload
 
 
+def _disk_of(result: UploadResult) -> DiskImageSpec:
+    return DiskImageSpec(
+        format=result.file_format,
+        file_bytes=result.file_bytes,
+        manifest_url=result.manifest_url,
+        volume_gib=result.volume_gib,
+    )
+
+
 def _stage(
     upload: UploadRequest | None,
     manifest_url: str | None,
@@ -181,91 +188,11 @@ def _stage(
     assert upload is not None  # _check_source
     upload = _upload_request(upload, volume_gib)
     if no_upload:
-        return _Staged(_put_manifest_only(upload, settings), upload.image, True, parts_pending=True)
-    from manifestkit.workflow import upload_image
-
+        # the importer waits for every part's URL to answer: the task can exist before the parts
+        disk = _disk_of(put_manifest_only(upload, settings))
+        return _Staged(disk, upload.image, uploaded=True, parts_pending=True)
     result = upload_image(upload, settings, progress=progress, notify=notify)
-    disk = DiskImageSpec(
-        format=result.file_format,
-        file_bytes=result.file_bytes,
-        manifest_url=result.manifest_url,
-        volume_gib=result.volume_gib,
-    )
-    return _Staged(disk, upload.image, uploaded=True)
-
-
-def _put_manifest_only(upload: UploadRequest, settings: AwsSettings) -> DiskImageSpec:
-    """``--no-upload``: plan the parts, record the upload locally, and put only the manifest.
-
-    The importer waits for every head-url to answer, so the task can exist before the parts;
-    ``manifestkit resume URL IMAGE`` (or ``manifestkit upload IMAGE --resume``) sends them later
-    and keeps the manifest — and so the task's URL — while its URLs are fresh.
-    """
-    from manifestkit.bucket_checks import ensure_bucket
-    from manifestkit.buckets import validate_bucket_name
-    from manifestkit.images import inspect_image
-    from manifestkit.parts import PartPlan
-    from manifestkit.presign import Presigner
-    from manifestkit.upload_state import new_state, state_path_for, write_state
-    from manifestkit.workflow import (
-        _check_volume,
-        _Target,
-        _write_and_put_manifest,
-        upload_s3_client,
-    )
-
-    if not upload.bucket:
-        raise UsageError("no bucket given", fix="pass --bucket")
-    validate_bucket_name(upload.bucket)
-    info = inspect_image(upload.image, format=upload.format)
-    if not info.importable and not upload.dont_verify_format:
-        raise NotImportableError(
-            f"{upload.image}: EC2 cannot import this image: {' '.join(info.problems)}",
-            fix="convert it first (manifestkit convert), then import the copy",
-        )
-    session = make_session(settings)
-    from manifestkit.aws import region_of
-
-    region = region_of(session)
-    s3 = upload_s3_client(session, settings, workers=1)
-    ensure_bucket(
-        s3,
-        upload.bucket,
-        ec2_region=region,
-        create=upload.create_bucket,
-        ignore_region_affinity=upload.ignore_region_affinity,
-        expected_owner=upload.bucket_owner,
-    )
-    plan = PartPlan.for_file(
-        upload.image, info.file_bytes, part_size=upload.part_size, prefix=upload.prefix
-    )
-    target = _Target(
-        upload.bucket,
-        plan,
-        info.format,
-        _check_volume(upload.volume_gib, info),
-        upload.bucket_owner,
-    )
-    state = new_state(
-        upload.image,
-        plan,
-        bucket=upload.bucket,
-        region=region,
-        file_format=info.format,
-        volume_gib=target.volume_gib,
-        s3_endpoint_url=settings.s3_endpoint_url,
-        expected_bucket_owner=upload.bucket_owner,
-    )
-    state = dataclasses.replace(state, image=os.path.abspath(upload.image))
-    write_state(state_path_for(upload.image, upload.state_dir), state)
-    presigner = Presigner.from_session(session, settings, expires_in=upload.expires_in)
-    _write_and_put_manifest(s3, target, presigner)
-    return DiskImageSpec(
-        format=info.format,
-        file_bytes=info.file_bytes,
-        manifest_url=presigner.url("GET", upload.bucket, plan.manifest_key),
-        volume_gib=target.volume_gib,
-    )
+    return _Staged(_disk_of(result), upload.image, uploaded=True)
 
 
 def _dry_run_disk(
@@ -296,7 +223,10 @@ def _dry_run_disk(
         file_bytes = os.stat(upload.image).st_size
         file_format, needed_gib = "VMDK", volume_gib_for(file_bytes)
     plan = PartPlan.for_file(
-        upload.image, file_bytes, part_size=upload.part_size, prefix=upload.prefix
+        upload.image,
+        file_bytes,
+        part_size=DEFAULT_PART_SIZE if upload.part_size is None else upload.part_size,
+        prefix=upload.prefix,
     )
     presigner = Presigner.from_session(
         make_session(settings), settings, expires_in=upload.expires_in
@@ -405,18 +335,51 @@ def _finish(
     return final
 
 
-def _run_import(
+def _import(
+    action: str,
     command: str,
-    call: Callable[[Any, DiskImageSpec], ConversionTask],
-    staged: _Staged,
-    client: Any,
+    make_spec: Callable[[DiskImageSpec], Any],
+    dry_run: Callable[[Any, Any], bool],
+    call: Callable[[Any, Any], ConversionTask],
+    request: ImportInstanceRequest | ImportVolumeRequest,
+    settings: AwsSettings,
+    *,
+    wait: bool | WaitSettings,
+    progress: Progress,
+    on_update: Callable[[ConversionTask], None] | None,
+    notify: Callable[[str], None],
+    check: bool,
+    preflight: bool,
 ) -> ConversionTask:
+    """Preflight, stage the disk image, make the ``action`` call (``dry_run``/``call`` take the
+    EC2 client and ``make_spec(disk)``), then follow the task: import_instance and import_volume
+    differ only in the spec and the calls."""
+    client = ec2_client(make_session(settings), settings)
+    if preflight and request.upload is not None:
+        _preflight(
+            action,
+            lambda c, disk: dry_run(c, make_spec(disk)),
+            client,
+            request.upload,
+            request.volume_gib,
+            settings,
+        )
+    staged = _stage(
+        request.upload,
+        request.manifest_url,
+        request.volume_gib,
+        request.no_upload,
+        settings,
+        progress,
+        notify,
+    )
     try:
-        return call(client, staged.disk)
+        task = call(client, make_spec(staged.disk))
     except ManifestkitError as exc:
         if staged.uploaded:
             raise _with_recovery(exc, staged, command) from exc
         raise
+    return _finish(client, task, wait, progress, on_update, check)
 
 
 def import_instance(
@@ -436,10 +399,8 @@ def import_instance(
     cancelled raises ``ConversionTaskFailed`` (its ``task`` has EC2's status message). With
     ``preflight``, EC2's DryRun of the call runs before anything is uploaded.
     """
-    progress = progress or NoProgress()
     notify = notify or log.warning
     _warn_platform(request.platform, notify)
-    client = ec2_client(make_session(settings), settings)
 
     def spec_for(disk: DiskImageSpec) -> InstanceImportSpec:
         return InstanceImportSpec(
@@ -449,30 +410,21 @@ def import_instance(
             description=request.description,
         )
 
-    if preflight and request.upload is not None:
-        _preflight(
-            "ImportInstance",
-            lambda c, disk: ec2.dry_run_import_instance(c, spec_for(disk)),
-            client,
-            request.upload,
-            request.volume_gib,
-            settings,
-        )
-    staged = _stage(
-        request.upload,
-        request.manifest_url,
-        request.volume_gib,
-        request.no_upload,
+    return _import(
+        "ImportInstance",
+        "import-instance",
+        spec_for,
+        ec2.dry_run_import_instance,
+        ec2.import_instance,
+        request,
         settings,
-        progress,
-        notify,
+        wait=wait,
+        progress=progress or NoProgress(),
+        on_update=on_update,
+        notify=notify,
+        check=check,
+        preflight=preflight,
     )
-
-    def call(c: Any, disk: DiskImageSpec) -> ConversionTask:
-        return ec2.import_instance(c, spec_for(disk))
-
-    task = _run_import("import-instance", call, staged, client)
-    return _finish(client, task, wait, progress, on_update, check)
 
 
 def import_volume(
@@ -486,10 +438,10 @@ def import_volume(
     check: bool = True,
     preflight: bool = True,
 ) -> ConversionTask:
-    """Upload (unless ``manifest_url``), call ImportVolume, and with ``wait`` follow the task."""
-    progress = progress or NoProgress()
-    notify = notify or log.warning
-    client = ec2_client(make_session(settings), settings)
+    """Upload (unless ``manifest_url``), call ImportVolume, and with ``wait`` follow the task.
+
+    Returns and raises as ``import_instance`` does.
+    """
 
     def spec_for(disk: DiskImageSpec) -> VolumeImportSpec:
         return VolumeImportSpec(
@@ -498,30 +450,21 @@ def import_volume(
             description=request.description,
         )
 
-    if preflight and request.upload is not None:
-        _preflight(
-            "ImportVolume",
-            lambda c, disk: ec2.dry_run_import_volume(c, spec_for(disk)),
-            client,
-            request.upload,
-            request.volume_gib,
-            settings,
-        )
-    staged = _stage(
-        request.upload,
-        request.manifest_url,
-        request.volume_gib,
-        request.no_upload,
+    return _import(
+        "ImportVolume",
+        "import-volume",
+        spec_for,
+        ec2.dry_run_import_volume,
+        ec2.import_volume,
+        request,
         settings,
-        progress,
-        notify,
+        wait=wait,
+        progress=progress or NoProgress(),
+        on_update=on_update,
+        notify=notify or log.warning,
+        check=check,
+        preflight=preflight,
     )
-
-    def call(c: Any, disk: DiskImageSpec) -> ConversionTask:
-        return ec2.import_volume(c, spec_for(disk))
-
-    task = _run_import("import-volume", call, staged, client)
-    return _finish(client, task, wait, progress, on_update, check)
 
 
 def check_import_instance(

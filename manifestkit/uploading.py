@@ -1,4 +1,6 @@
-"""End-to-end steps composed from the modules; what the CLI and library users call.
+"""The upload steps: image -> checked bucket -> parts -> verification -> manifest -> its URL.
+
+Re-exported by ``manifestkit.workflow``, the composition library users and the CLI call.
 
 Upload (``upload_image``, ``resume_upload``) runs in the one order that never lets the importer
 see a half-written state (design.md §4): check the bucket, record the upload locally, all parts, a
@@ -36,6 +38,7 @@ from manifestkit.upload import (
     verify_uploaded,
 )
 from manifestkit.upload_state import (
+    UploadState,
     find_state,
     new_state,
     state_path_for,
@@ -50,12 +53,28 @@ MAX_EXPIRES = 604800
 DEFAULT_RENEW_MARGIN = 86400
 
 
+__all__ = [
+    "DEFAULT_RENEW_MARGIN",
+    "MAX_EXPIRES",
+    "UploadRequest",
+    "UploadResult",
+    "check_volume_size",
+    "put_manifest_only",
+    "resume_upload",
+    "upload_image",
+    "upload_s3_client",
+]
+
+
 @dataclass(frozen=True)
 class UploadRequest:
+    """One upload of a local image: where it goes, how it is cut, and what is checked."""
+
     image: str
     bucket: str | None = None
     prefix: str = ""
-    part_size: int = DEFAULT_PART_SIZE
+    #: None: ``DEFAULT_PART_SIZE`` for a new upload, the recorded one on resume
+    part_size: int | None = None
     expires_in: int = MAX_EXPIRES
     #: None: the image's own volume size
     volume_gib: int | None = None
@@ -79,6 +98,8 @@ class UploadRequest:
 
 @dataclass(frozen=True)
 class UploadResult:
+    """What an upload left in S3; ``to_dict`` is the ``--output json`` document."""
+
     #: the presigned GET URL of the manifest: a bearer token
     manifest_url: str
     bucket: str
@@ -125,20 +146,95 @@ class _Target:
     expected_owner: str | None
 
 
-def upload_s3_client(session: Any, settings: AwsSettings, *, workers: int) -> Any:
-    """An S3 client with a connection per worker and one checksum per body: Content-MD5.
+@dataclass(frozen=True)
+class _Connection:
+    """The session, the upload's S3 client and the regions, once the bucket is checked."""
 
-    botocore >= 1.36 adds a CRC32 of every body by default (``when_supported``), and over plain
-    HTTP it also SHA-256-signs every body. Each part already carries Content-MD5, which S3 checks
-    and which we compare with the ETag, so those would be two more passes over every byte.
-    Over HTTPS with Content-MD5 botocore already leaves the payload unsigned; this makes custom
-    plain-HTTP endpoints (the sandbox, on-premises S3) behave the same.
+    session: Any
+    s3: Any
+    #: the EC2 region (the session's)
+    region: str
+    #: the bucket's region: URLs are signed for it (differs only with --ignore-region-affinity)
+    bucket_region: str
+
+
+#: retries botocore makes of one upload request (3 tries), on top of ``part_retries`` attempts
+UPLOAD_REQUEST_RETRIES = 2
+#: seconds to wait for a TCP connection to S3 (botocore's default is 60)
+UPLOAD_CONNECT_TIMEOUT = 10
+
+
+def upload_s3_client(session: Any, settings: AwsSettings, *, workers: int) -> Any:
+    """An S3 client for uploads: a connection per worker, bounded retries, one checksum per body.
+
+    Retries: the part uploader retries each whole part (``part_retries``, 3 by default, backing
+    off 1 s then 2 s) on top of botocore's retries of each request. With the settings' default of
+    8 botocore retries (standard mode: exponential back-off up to 20 s) a server that keeps
+    failing made every part wait about 3 x 90 s before the command gave up. Here botocore retries
+    each request at most ``UPLOAD_REQUEST_RETRIES`` times (fewer if the settings ask for fewer):
+    at most 3 x 3 = 9 tries per part, about 12 s of back-off in all, so a failing server ends
+    the command in seconds with ``--resume`` to try again, while a brief 503/SlowDown or reset
+    connection is still absorbed. A connection attempt gives up after
+    ``UPLOAD_CONNECT_TIMEOUT`` seconds; the read timeout stays botocore's 60 s, since a large
+    CopyObject may legitimately take a while to answer.
+
+    Checksums: botocore >= 1.36 adds a CRC32 of every body by default (``when_supported``), and
+    over plain HTTP it also SHA-256-signs every body. Each part already carries Content-MD5,
+    which S3 checks and which we compare with the ETag, so those would be two more passes over
+    every byte. Over HTTPS with Content-MD5 botocore already leaves the payload unsigned; this
+    makes custom plain-HTTP endpoints (the sandbox, on-premises S3) behave the same.
     """
     config = client_config(
         settings, max_pool_connections=workers + 2, payload_signing_enabled=False
-    ).merge(Config(request_checksum_calculation="when_required"))
+    ).merge(
+        Config(
+            request_checksum_calculation="when_required",
+            retries={
+                "mode": settings.retry_mode,
+                "max_attempts": min(settings.max_attempts, UPLOAD_REQUEST_RETRIES),
+            },
+            connect_timeout=UPLOAD_CONNECT_TIMEOUT,
+        )
+    )
     return session.client(
         "s3", region_name=region_of(session), endpoint_url=settings.s3_endpoint_url, config=config
+    )
+
+
+def _connect(
+    settings: AwsSettings,
+    bucket: str,
+    *,
+    workers: int,
+    create: bool = False,
+    ignore_region_affinity: bool = False,
+    expected_owner: str | None = None,
+) -> _Connection:
+    """A session and upload client, and the bucket checked (exists, owner, region affinity)."""
+    session = make_session(settings)
+    region = region_of(session)
+    s3 = upload_s3_client(session, settings, workers=workers)
+    bucket_region = ensure_bucket(
+        s3,
+        bucket,
+        ec2_region=region,
+        create=create,
+        ignore_region_affinity=ignore_region_affinity,
+        expected_owner=expected_owner,
+    )
+    return _Connection(session, s3, region, bucket_region)
+
+
+def _check_importable(request: UploadRequest, info: Any, fix: str) -> None:
+    """Refuse an image EC2 cannot import, unless ``--dont-verify-format`` (then warn)."""
+    if info.importable:
+        return
+    if not request.dont_verify_format:
+        raise NotImportableError(
+            f"{request.image}: EC2 cannot import this image: {' '.join(info.problems)}", fix=fix
+        )
+    log.warning(
+        "%s: uploading anyway (--dont-verify-format): %s", request.image, " ".join(info.problems)
     )
 
 
@@ -163,21 +259,17 @@ def _image_for_upload(
             yield path, inspect_image(path), converted
         return
     info = inspect_image(request.image, format=request.format)
-    if not info.importable:
-        if not request.dont_verify_format:
-            raise NotImportableError(
-                f"{request.image}: EC2 cannot import this image: {' '.join(info.problems)}",
-                fix="pass --convert to upload a converted copy, or convert it yourself",
-            )
-        log.warning(
-            "%s: uploading anyway (--dont-verify-format): %s",
-            request.image,
-            " ".join(info.problems),
-        )
+    _check_importable(
+        request, info, "pass --convert to upload a converted copy, or convert it yourself"
+    )
     yield request.image, info, False
 
 
-def _check_volume(requested: int | None, info: Any) -> int:
+def check_volume_size(requested: int | None, info: Any) -> int:
+    """The volume size in GiB: ``requested``, or the image's own when None.
+
+    Raises ``UsageError`` (exit 2) when ``requested`` is below the image's capacity.
+    """
     if requested is None:
         return int(info.volume_gib)
     if requested < info.volume_gib:
@@ -186,6 +278,47 @@ def _check_volume(requested: int | None, info: Any) -> int:
             fix=f"give at least {info.volume_gib}",
         )
     return requested
+
+
+def _new_upload(
+    request: UploadRequest, path: str, info: Any, conn: _Connection, settings: AwsSettings
+) -> tuple[_Target, UploadState]:
+    """The target and the local record of a new upload of ``path`` (``request.image`` or its
+    converted copy); the record names ``request.image``, the file ``--resume`` is given."""
+    plan = PartPlan.for_file(
+        path,
+        info.file_bytes,
+        part_size=DEFAULT_PART_SIZE if request.part_size is None else request.part_size,
+        prefix=request.prefix,
+    )
+    assert request.bucket is not None  # _require_bucket
+    target = _Target(
+        request.bucket,
+        plan,
+        info.format,
+        check_volume_size(request.volume_gib, info),
+        request.bucket_owner,
+    )
+    state = new_state(
+        path,
+        plan,
+        bucket=request.bucket,
+        region=conn.region,
+        file_format=info.format,
+        volume_gib=target.volume_gib,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        expected_bucket_owner=request.bucket_owner,
+    )
+    return target, dataclasses.replace(state, image=os.path.abspath(request.image))
+
+
+def _require_bucket(request: UploadRequest) -> str:
+    from manifestkit.buckets import validate_bucket_name
+
+    if not request.bucket:
+        raise UsageError("no bucket given", fix="pass --bucket")
+    validate_bucket_name(request.bucket)
+    return request.bucket
 
 
 def upload_image(
@@ -200,61 +333,31 @@ def upload_image(
     """Upload ``request.image`` and its manifest; ``request.resume`` continues the recorded one."""
     progress = progress or NoProgress()
     notify = notify or log.info
-    from manifestkit.buckets import validate_bucket_name
-
     if request.resume:
         return _resume_from_state(
             request, settings, progress=progress, cancel=cancel, notify=notify, now=now
         )
-    if not request.bucket:
-        raise UsageError("no bucket given", fix="pass --bucket")
-    validate_bucket_name(request.bucket)
-    session = make_session(settings)
-    region = region_of(session)
-    workers = request.workers or default_workers()
-    s3 = upload_s3_client(session, settings, workers=workers)
-    bucket_region = ensure_bucket(
-        s3,
-        request.bucket,
-        ec2_region=region,
+    bucket = _require_bucket(request)
+    conn = _connect(
+        settings,
+        bucket,
+        workers=request.workers or default_workers(),
         create=request.create_bucket,
         ignore_region_affinity=request.ignore_region_affinity,
         expected_owner=request.bucket_owner,
     )
     with _image_for_upload(request, progress, notify) as (path, info, converted):
-        plan = PartPlan.for_file(
-            path, info.file_bytes, part_size=request.part_size, prefix=request.prefix
-        )
-        target = _Target(
-            request.bucket,
-            plan,
-            info.format,
-            _check_volume(request.volume_gib, info),
-            request.bucket_owner,
-        )
-        state = new_state(
-            request.image if not converted else path,
-            plan,
-            bucket=request.bucket,
-            region=region,
-            file_format=info.format,
-            volume_gib=target.volume_gib,
-            s3_endpoint_url=settings.s3_endpoint_url,
-            expected_bucket_owner=request.bucket_owner,
-        )
-        state = dataclasses.replace(state, image=os.path.abspath(request.image))
+        target, state = _new_upload(request, path, info, conn, settings)
         state_file = state_path_for(request.image, request.state_dir)
         if request.record_state:
             write_state(state_file, state)
             log.debug("upload state in %s", state_file)
         result = _run(
-            session,
+            conn,
             settings,
-            s3,
             target,
             path,
             request,
-            bucket_region=bucket_region,
             existing=None,
             progress=progress,
             cancel=cancel,
@@ -265,6 +368,57 @@ def upload_image(
             write_state(state_file, dataclasses.replace(state, complete=True))
     return dataclasses.replace(
         result, state_file=str(state_file) if request.record_state else None, converted=converted
+    )
+
+
+def put_manifest_only(
+    request: UploadRequest, settings: AwsSettings, *, now: dt.datetime | None = None
+) -> UploadResult:
+    """Plan the parts, record the upload locally and put only the manifest; send no part.
+
+    For ``import-instance --no-upload``: the importer waits for every part's URL to answer, so
+    the task can exist before the parts. ``manifestkit resume URL IMAGE`` (or ``manifestkit
+    upload IMAGE --resume``) sends them later and keeps the manifest, and so the task's URL,
+    while its URLs are fresh. ``request.convert`` is not honoured (there would be no copy left to
+    send later); a non-importable image is refused unless ``dont_verify_format``.
+    """
+    from manifestkit.images import inspect_image
+    from manifestkit.upload import UploadStats
+
+    bucket = _require_bucket(request)
+    info = inspect_image(request.image, format=request.format)
+    _check_importable(request, info, "convert it first (manifestkit convert), then import the copy")
+    conn = _connect(
+        settings,
+        bucket,
+        workers=1,
+        create=request.create_bucket,
+        ignore_region_affinity=request.ignore_region_affinity,
+        expected_owner=request.bucket_owner,
+    )
+    target, state = _new_upload(request, request.image, info, conn, settings)
+    state_file = state_path_for(request.image, request.state_dir)
+    if request.record_state:
+        write_state(state_file, state)
+    presigner = _presigner(conn, settings, request.expires_in, now)
+    _write_and_put_manifest(conn.s3, target, presigner)
+    plan = target.plan
+    return UploadResult(
+        manifest_url=presigner.url("GET", bucket, plan.manifest_key),
+        bucket=bucket,
+        manifest_key=plan.manifest_key,
+        upload_id=plan.upload_id,
+        region=conn.bucket_region,
+        file_format=target.file_format,
+        file_bytes=plan.file_bytes,
+        volume_gib=target.volume_gib,
+        expires_at=presigner.expires_at.isoformat(),
+        stats=UploadStats(
+            parts=plan.count, put=0, copied=0, kept=0, bytes_sent=0, file_bytes=plan.file_bytes
+        ),
+        manifest_written=True,
+        state_file=str(state_file) if request.record_state else None,
+        converted=False,
     )
 
 
@@ -284,12 +438,7 @@ def _resume_from_state(
             fix="start it without --resume, or run: manifestkit resume MANIFEST_URL IMAGE",
         )
     state_file, state = found
-    if request.bucket and request.bucket != state.bucket:
-        raise UsageError(
-            f"the upload of {request.image} being resumed went to bucket {state.bucket!r}, "
-            f"not {request.bucket!r}",
-            fix=f"pass --bucket {state.bucket} or leave --bucket out",
-        )
+    _check_resumable(request, state_file, state)
     owner = request.bucket_owner or state.expected_bucket_owner
     st = os.stat(request.image)
     if st.st_size != state.file_bytes and not request.convert:
@@ -303,15 +452,10 @@ def _resume_from_state(
             f"{request.image} was modified since the upload started; parts whose bytes "
             "changed are sent again"
         )
-    session = make_session(settings)
-    region = region_of(session)
-    workers = request.workers or default_workers()
-    s3 = upload_s3_client(session, settings, workers=workers)
-    bucket_region = ensure_bucket(
-        s3,
+    conn = _connect(
+        settings,
         state.bucket,
-        ec2_region=region,
-        create=False,
+        workers=request.workers or default_workers(),
         ignore_region_affinity=request.ignore_region_affinity,
         expected_owner=owner,
     )
@@ -330,15 +474,13 @@ def _resume_from_state(
                     f"being resumed is of {state.file_bytes}",
                     fix="start a new upload without --resume",
                 )
-        existing = list_existing(s3, state.bucket, plan.key_prefix, expected_owner=owner)
+        existing = list_existing(conn.s3, state.bucket, plan.key_prefix, expected_owner=owner)
         result = _run(
-            session,
+            conn,
             settings,
-            s3,
             target,
             path,
             request,
-            bucket_region=bucket_region,
             existing=existing,
             progress=progress,
             cancel=cancel,
@@ -347,6 +489,31 @@ def _resume_from_state(
         )
     write_state(state_file, dataclasses.replace(state, complete=True))
     return dataclasses.replace(result, state_file=str(state_file), converted=converted)
+
+
+def _check_resumable(request: UploadRequest, state_file: Any, state: UploadState) -> None:
+    """A resumed upload keeps its recorded bucket, key prefix and part size; one given with
+    ``--resume`` that differs is refused rather than silently ignored."""
+    asked = {
+        "--bucket": (request.bucket or None, state.bucket),
+        "--prefix": (request.prefix or None, state.prefix),
+        "--part-size": (request.part_size, state.part_size),
+    }
+    differ = [
+        (flag, given, recorded)
+        for flag, (given, recorded) in asked.items()
+        if given is not None and given != recorded
+    ]
+    if not differ:
+        return
+    recorded = " ".join(f"{flag} {value!r}" for flag, _, value in differ)
+    given = " ".join(f"{flag} {value!r}" for flag, value, _ in differ)
+    raise UsageError(
+        f"the upload of {request.image} being resumed ({state_file}) was started with "
+        f"{recorded}, not {given}",
+        fix=f"leave {', '.join(flag for flag, _, _ in differ)} out (or pass the recorded "
+        "values), or start a new upload without --resume",
+    )
 
 
 def resume_upload(
@@ -392,6 +559,7 @@ def resume_upload(
         ignore_region_affinity=ignore_region_affinity,
         expected_owner=bucket_owner,
     )
+    conn = _Connection(session, s3, region, bucket_region)
     target = _Target(
         described.bucket, described.plan, described.file_format, described.volume_gib, bucket_owner
     )
@@ -408,13 +576,11 @@ def resume_upload(
         s3, described.bucket, described.plan.key_prefix, expected_owner=bucket_owner
     )
     return _run(
-        session,
+        conn,
         settings,
-        s3,
         target,
         image,
         request,
-        bucket_region=bucket_region,
         existing=existing,
         progress=progress,
         cancel=cancel,
@@ -423,15 +589,28 @@ def resume_upload(
     )
 
 
+def _presigner(
+    conn: _Connection, settings: AwsSettings, expires_in: int, now: dt.datetime | None
+) -> Any:
+    """A presigner for the bucket's own region (it differs only with --ignore-region-affinity)."""
+    from manifestkit.presign import Presigner
+
+    sign_settings = dataclasses.replace(settings, region=conn.bucket_region)
+    sign_session = (
+        conn.session
+        if conn.bucket_region == conn.session.region_name
+        else make_session(sign_settings)
+    )
+    return Presigner.from_session(sign_session, sign_settings, expires_in=expires_in, now=now)
+
+
 def _run(
-    session: Any,
+    conn: _Connection,
     settings: AwsSettings,
-    s3: Any,
     target: _Target,
     path: str,
     request: UploadRequest,
     *,
-    bucket_region: str,
     existing: dict[str, Any] | None,
     progress: Progress,
     cancel: CancelToken | None,
@@ -439,10 +618,9 @@ def _run(
     reuse_manifest: bool,
 ) -> UploadResult:
     """Parts, verification pass, manifest, URL: the steps every upload shares."""
-    from manifestkit.presign import Presigner
-
     workers = request.workers or default_workers()
     plan = target.plan
+    s3 = conn.s3
     uploader = PartUploader(
         s3,
         target.bucket,
@@ -466,13 +644,7 @@ def _run(
         expected_owner=target.expected_owner,
         cancel=cancel,
     )
-
-    # URLs are signed for the bucket's own region (they differ only with --ignore-region-affinity).
-    sign_settings = dataclasses.replace(settings, region=bucket_region)
-    sign_session = session if bucket_region == session.region_name else make_session(sign_settings)
-    presigner = Presigner.from_session(
-        sign_session, sign_settings, expires_in=request.expires_in, now=now
-    )
+    presigner = _presigner(conn, settings, request.expires_in, now)
     expires_at = None
     if reuse_manifest and existing is not None and plan.manifest_key in existing:
         expires_at = _reusable_manifest_expiry(s3, target, now=now, margin=request.renew_margin)
@@ -487,7 +659,7 @@ def _run(
         bucket=target.bucket,
         manifest_key=plan.manifest_key,
         upload_id=plan.upload_id,
-        region=bucket_region,
+        region=conn.bucket_region,
         file_format=target.file_format,
         file_bytes=plan.file_bytes,
         volume_gib=target.volume_gib,
@@ -550,35 +722,3 @@ def _reusable_manifest_expiry(
         )
         return None
     return described.expires_at
-
-
-# The import steps (upload -> ImportInstance / ImportVolume -> wait) live in manifestkit.importing
-# and are re-exported here, so the whole pipeline is one import away for library users. Imported
-# last: importing reaches back into this module (upload_image) only inside its functions.
-from manifestkit.ec2 import ConversionTask, LaunchSpec, WaitSettings  # noqa: E402
-from manifestkit.importing import (  # noqa: E402
-    ConversionTaskFailed,
-    ImportInstanceRequest,
-    ImportVolumeRequest,
-    check_import_instance,
-    check_import_volume,
-    import_instance,
-    import_volume,
-)
-
-__all__ = [
-    "ConversionTask",
-    "ConversionTaskFailed",
-    "ImportInstanceRequest",
-    "ImportVolumeRequest",
-    "LaunchSpec",
-    "UploadRequest",
-    "UploadResult",
-    "WaitSettings",
-    "check_import_instance",
-    "check_import_volume",
-    "import_instance",
-    "import_volume",
-    "resume_upload",
-    "upload_image",
-]

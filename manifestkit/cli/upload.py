@@ -15,7 +15,6 @@ from typing import Any
 from manifestkit.cli._aws_options import add_aws_options, aws_settings_for
 from manifestkit.cli._output import emit, progress_for
 from manifestkit.errors import UsageError
-from manifestkit.parts import DEFAULT_PART_SIZE
 from manifestkit.sizes import parse_size
 
 log = logging.getLogger("manifestkit")
@@ -81,7 +80,10 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     upload.add_argument("--bucket", "-b", help="S3 bucket (required unless --resume)")
     upload.add_argument("--prefix", default="", help="key prefix inside the bucket")
     upload.add_argument(
-        "--part-size", type=parse_size, default=DEFAULT_PART_SIZE, help="part size (default 10MiB)"
+        "--part-size",
+        type=parse_size,
+        default=None,
+        help="part size (default 10MiB; with --resume, the recorded one)",
     )
     upload.add_argument(
         "--volume-size",

@@ -193,6 +193,59 @@ def test_resume_without_a_recorded_upload(s3server, tmp_path):
     assert code == 2 and "no upload of" in err
 
 
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--part-size", str(2 * MiB)], [f"--part-size {MiB}", f"--part-size {2 * MiB}"]),
+        (["--prefix", "other"], ["--prefix 'first'", "--prefix 'other'"]),
+    ],
+)
+def test_resume_refuses_another_part_size_or_prefix(s3server, bucket, tmp_path, flags, named):
+    image = random_image(tmp_path / "d.raw", 2 * MiB, seed=26)
+    state_dir = tmp_path / "states"
+    upload_image(
+        UploadRequest(
+            image=str(image),
+            bucket=bucket,
+            prefix="first",
+            part_size=MiB,
+            state_dir=str(state_dir),
+            resume=False,
+        ),
+        s3server.settings(),
+    )
+    recorded = [p.read_bytes() for p in state_dir.iterdir()]
+    code, out, err = run_cli(
+        "upload",
+        str(image),
+        "--resume",
+        "--state-dir",
+        str(state_dir),
+        *flags,
+        *s3server.cli_args(),
+    )
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("manifestkit: error: ")
+    assert all(n in lines[0] for n in named), lines[0]
+    # the recorded upload is untouched, and giving the recorded values (or none) still works
+    assert [p.read_bytes() for p in state_dir.iterdir()] == recorded
+    code, out, err = run_cli(
+        "upload",
+        str(image),
+        "--resume",
+        "--state-dir",
+        str(state_dir),
+        "--prefix",
+        "first",
+        "--part-size",
+        str(MiB),
+        "-q",
+        *s3server.cli_args(),
+    )
+    assert code == 0, err
+
+
 def test_state_dir_option(s3server, bucket, tmp_path):
     image = random_image(tmp_path / "d.raw", MiB)
     states = tmp_path / "states"

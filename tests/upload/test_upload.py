@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import stat
+import time
 
 import pytest
 
@@ -320,6 +321,30 @@ def test_server_errors_that_do_not_stop_fail_with_exit_1(s3server, bucket, tmp_p
         # botocore's 3 tries (max_attempts=2 retries) for each of the 3 part-level attempts
         assert len(proxy.requests("PUT", outcome="forced")) == 9
     assert caught.value.exit_code == 1 and "--resume" in str(caught.value)
+
+
+def test_a_failing_server_ends_the_upload_in_seconds(s3server, bucket, tmp_path):
+    """botocore's default 8 retries per request (20 s back-off cap) are bounded for uploads:
+    3 tries per request x 3 part-level attempts, with the real back-off (not patched)."""
+    from manifestkit.aws import AwsSettings
+    from manifestkit.errors import UploadError
+    from manifestkit.workflow import UploadRequest, upload_image
+
+    image = random_image(tmp_path / "down8.raw", MiB)
+
+    def always_503(method, path):
+        return (503, "SlowDown") if method == "PUT" and ".part" in path else None
+
+    with FaultProxy(s3server.endpoint_url, answer=always_503) as proxy:
+        settings = s3server.settings(
+            s3_endpoint_url=proxy.url, max_attempts=AwsSettings().max_attempts
+        )
+        started = time.monotonic()
+        with pytest.raises(UploadError, match="failed after 3 attempts"):
+            upload_image(UploadRequest(image=str(image), bucket=bucket, part_size=MiB), settings)
+        elapsed = time.monotonic() - started
+        assert len(proxy.requests("PUT", outcome="forced")) == 9
+    assert elapsed < 30, elapsed
 
 
 def test_expired_urls_are_refused(s3server, bucket, tmp_path, sandbox_clock):

@@ -12,7 +12,7 @@ from manifestkit.errors import UploadError
 from manifestkit.parts import PartPlan
 from manifestkit.pool import run_bounded
 from manifestkit.upload import PartUploader, default_workers
-from manifestkit.workflow import upload_s3_client
+from manifestkit.uploading import upload_s3_client
 from manifestkit.zeroparts import ZeroBlocks, range_is_hole
 
 from .faultproxy import FaultProxy
