@@ -375,7 +375,26 @@ def warn_if_credentials_expire(
 
 
 @dataclass(frozen=True)
-class PresignedUrlInfo:
+class _AuthQuery:
+    """The query string of a presigned URL without its signature: shared by all URLs signed
+    together, so a manifest's 300,000 URLs parse it once (``_auth_query`` is cached)."""
+
+    access_key: str
+    credential_date: str
+    region: str
+    service: str
+    signed_at: dt.datetime
+    expires_in: int
+    expires_at: dt.datetime
+    signed_headers: str
+    algorithm: str
+    has_security_token: bool
+    #: the query pairs as in the URL (still percent-encoded), without X-Amz-Signature
+    query_pairs: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class PresignedUrlInfo(_AuthQuery):
     """What a SigV4 presigned S3 URL says about itself (the method is not in it: see verify)."""
 
     url: str
@@ -388,19 +407,7 @@ class PresignedUrlInfo:
     bucket: str | None
     #: decoded object key (path style: without the bucket segment)
     key: str
-    access_key: str
-    credential_date: str
-    region: str
-    service: str
-    signed_at: dt.datetime
-    expires_in: int
-    expires_at: dt.datetime
-    signed_headers: str
-    algorithm: str
     signature: str
-    has_security_token: bool
-    #: the query pairs as in the URL (still percent-encoded), without X-Amz-Signature
-    query_pairs: tuple[tuple[str, str], ...]
 
     @property
     def credential_scope(self) -> str:
@@ -437,23 +444,6 @@ def _bucket_from_aws_host(hostname: str) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class _AuthQuery:
-    """The query string of a presigned URL without its signature: shared by all URLs signed
-    together, so a manifest's 300,000 URLs parse it once (``_auth_query`` is cached)."""
-
-    pairs: tuple[tuple[str, str], ...]
-    access_key: str
-    credential_date: str
-    region: str
-    service: str
-    signed_at: dt.datetime
-    expires_in: int
-    signed_headers: str
-    algorithm: str
-    has_security_token: bool
-
-
 @functools.lru_cache(maxsize=64)
 def _auth_query(query: str) -> _AuthQuery:
     pairs: list[tuple[str, str]] = []
@@ -488,17 +478,19 @@ def _auth_query(query: str) -> _AuthQuery:
         raise PresignedUrlError(f"bad X-Amz-Date {amz_date!r}") from None
     if not values["X-Amz-Expires"].isdigit():
         raise PresignedUrlError(f"bad X-Amz-Expires {values['X-Amz-Expires']!r}")
+    expires_in = int(values["X-Amz-Expires"])
     return _AuthQuery(
-        pairs=tuple(pairs),
         access_key=cred[0],
         credential_date=cred[1],
         region=cred[2],
         service=cred[3],
         signed_at=signed_at,
-        expires_in=int(values["X-Amz-Expires"]),
+        expires_in=expires_in,
+        expires_at=signed_at + dt.timedelta(seconds=expires_in),
         signed_headers=values["X-Amz-SignedHeaders"],
         algorithm=values["X-Amz-Algorithm"],
         has_security_token="X-Amz-Security-Token" in values,
+        query_pairs=tuple(pairs),
     )
 
 
@@ -557,24 +549,14 @@ def parse_presigned_url(url: str, *, bucket: str | None = None) -> PresignedUrlI
         raise PresignedUrlError(f"URL is not for bucket {bucket!r}")
 
     return PresignedUrlInfo(
+        **auth.__dict__,  # the fields _AuthQuery shares with PresignedUrlInfo
         url=url,
         scheme=scheme,
         host=host,
         path=path,
         bucket=bucket,
         key=key,
-        access_key=auth.access_key,
-        credential_date=auth.credential_date,
-        region=auth.region,
-        service=auth.service,
-        signed_at=auth.signed_at,
-        expires_in=auth.expires_in,
-        expires_at=auth.signed_at + dt.timedelta(seconds=auth.expires_in),
-        signed_headers=auth.signed_headers,
-        algorithm=auth.algorithm,
         signature=signature,
-        has_security_token=auth.has_security_token,
-        query_pairs=auth.pairs,
     )
 
 
