@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -9,8 +10,12 @@ import socket
 import stat
 import subprocess
 from pathlib import Path
+from unittest import mock
+from urllib.parse import parse_qsl, urlsplit
 
+import boto3
 import pytest
+from botocore.config import Config
 from botocore.credentials import ReadOnlyCredentials
 
 from manifestkit.cli import main
@@ -21,6 +26,29 @@ from .conftest import XXE_DOC, build, mutate
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 TEST_CREDS = ReadOnlyCredentials("testing", "testing", None)  # conftest's throwaway keys
+
+
+def botocore_signed(operation: str, url: str, key: str) -> str:
+    """The URL botocore's own signer makes for ``operation`` on ``key`` with conftest's keys, at
+    the instant, endpoint, region and expiry ``url`` states (the independent oracle)."""
+    split = urlsplit(url)
+    query = dict(parse_qsl(split.query))
+    region = query["X-Amz-Credential"].split("/")[2]
+    client = boto3.client(
+        "s3",
+        region_name=region,
+        endpoint_url=f"{split.scheme}://{split.netloc}",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}),
+    )
+    signed_at = dt.datetime.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
+    with mock.patch("botocore.auth.get_current_datetime", return_value=signed_at):
+        return client.generate_presigned_url(
+            operation,
+            Params={"Bucket": split.path.split("/")[1], "Key": key},
+            ExpiresIn=int(query["X-Amz-Expires"]),
+        )
 
 
 @pytest.fixture
@@ -80,6 +108,7 @@ def test_manifest_offline_writes_0600_file(tmp_path, image, capsys, monkeypatch,
     info = parse_presigned_url(parts[0].get_url)
     assert info.host == "10.255.255.1:9" and info.region == "eu-west-1"
     assert signed_method(info, "testing") == "GET"
+    assert parts[0].get_url == botocore_signed("get_object", parts[0].get_url, parts[0].key)
     assert validate_manifest(target, credentials=TEST_CREDS) == []
 
 

@@ -6,6 +6,7 @@ import io
 import tracemalloc
 
 import pytest
+from lxml import etree
 
 from manifestkit.errors import ManifestError
 from manifestkit.manifest import iter_manifest, read_manifest, validate_manifest
@@ -52,6 +53,21 @@ def test_round_trip():
     assert [(p.index, p.start, p.end, p.key) for p in parts] == [
         (q.index, q.start, q.end, q.key) for q in plan
     ]
+    # and what lxml, an independent reader, finds in the same bytes
+    tree = etree.fromstring(doc)
+    assert [
+        (
+            int(e.get("index")),
+            int(e.find("byte-range").get("start")),
+            int(e.find("byte-range").get("end")),
+            e.findtext("key"),
+            e.findtext("head-url"),
+            e.findtext("get-url"),
+            e.findtext("delete-url"),
+        )
+        for e in tree.iterfind("import/parts/part")
+    ] == [(p.index, p.start, p.end, p.key, p.head_url, p.get_url, p.delete_url) for p in parts]
+    assert header.self_destruct_url == tree.findtext("self-destruct-url")
     assert all(p.delete_url for p in parts)
     assert "&amp;" not in parts[0].get_url and "&X-Amz-Date=" in parts[0].get_url
 
