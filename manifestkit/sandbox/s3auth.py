@@ -182,14 +182,10 @@ def _parse_amz_date(text: str, *, query_auth: bool) -> datetime:
 def _split_credential(credential: str, *, query_auth: bool) -> tuple[str, str, str, str, str]:
     parts = credential.split("/")
     if len(parts) != 5 or not all(parts):
-        where = (
-            "Error parsing the X-Amz-Credential parameter"
-            if query_auth
-            else "The authorization header is malformed"
-        )
         raise AuthError(
             Failure.MALFORMED,
-            f"{where}; the Credential is mal-formed; expecting {_CREDENTIAL_SHAPE}.",
+            f"{credential_error_prefix(query_auth)}; the Credential is mal-formed; "
+            f"expecting {_CREDENTIAL_SHAPE}.",
             query_auth=query_auth,
         )
     access_key, scope_date, region, service, terminal = parts
@@ -353,12 +349,15 @@ def _parse_http_date(text: str) -> datetime:
         ) from None
 
 
+def credential_error_prefix(query_auth: bool) -> str:
+    """How S3 starts a complaint about the credential scope, by auth form."""
+    if query_auth:
+        return "Error parsing the X-Amz-Credential parameter"
+    return "The authorization header is malformed"
+
+
 def _check_scope(parsed: ParsedAuth) -> None:
-    where = (
-        "Error parsing the X-Amz-Credential parameter"
-        if parsed.query_auth
-        else "The authorization header is malformed"
-    )
+    where = credential_error_prefix(parsed.query_auth)
     if parsed.terminal != "aws4_request":
         raise AuthError(
             Failure.MALFORMED,

@@ -95,6 +95,7 @@ from manifestkit.sandbox.s3auth import (
     Credential,
     Failure,
     ParsedAuth,
+    credential_error_prefix,
     parse_auth,
     verify,
 )
@@ -320,19 +321,25 @@ class SandboxApp:
             return self._s3(environ, start_response, parsed)
         return self._query_service(environ, start_response, parsed)
 
+    def _verify(
+        self, environ: dict[str, Any], parsed: ParsedAuth, body_sha256: Callable[[], str]
+    ) -> AuthResult:
+        """The request's signature checked against the sandbox's keys at the sandbox's time."""
+        return verify(
+            environ,
+            parsed,
+            self._context.credentials,
+            self._clock.now(),
+            body_sha256=body_sha256,
+        )
+
     # ------------------------------------------------------------------ S3
 
     def _s3(
         self, environ: dict[str, Any], start_response: StartResponse, parsed: ParsedAuth
     ) -> Iterable[bytes]:
         try:
-            result = verify(
-                environ,
-                parsed,
-                self._context.credentials,
-                self._clock.now(),
-                body_sha256=lambda: _hash_body(environ),
-            )
+            result = self._verify(environ, parsed, lambda: _hash_body(environ))
         except AuthError as error:
             return self._answer(environ, start_response, _s3_refusal(error))
         wrong_region = self._wrong_region(environ, result)
@@ -365,19 +372,15 @@ class SandboxApp:
         region = getattr(bucket, "region_name", None)
         if region is None or region == result.region:
             return None
-        where = (
-            "Error parsing the X-Amz-Credential parameter"
-            if result.query_auth
-            else "The authorization header is malformed"
-        )
         code = (
             "AuthorizationQueryParametersError"
             if result.query_auth
-            else ("AuthorizationHeaderMalformed")
+            else "AuthorizationHeaderMalformed"
         )
         status, headers, body = s3_error(
             code,
-            f"{where}; the region '{result.region}' is wrong; expecting '{region}'",
+            f"{credential_error_prefix(result.query_auth)}; the region '{result.region}' is "
+            f"wrong; expecting '{region}'",
             400,
             (("Region", region),),
         )
@@ -390,13 +393,7 @@ class SandboxApp:
     ) -> Iterable[bytes]:
         body = _read_body(environ)
         try:
-            result = verify(
-                environ,
-                parsed,
-                self._context.credentials,
-                self._clock.now(),
-                body_sha256=lambda: hashlib.sha256(body).hexdigest(),
-            )
+            result = self._verify(environ, parsed, lambda: hashlib.sha256(body).hexdigest())
         except AuthError as error:
             if parsed.service == "ec2":
                 return self._answer(environ, start_response, _ec2_refusal(error))
