@@ -21,9 +21,10 @@ SAMPLES = ROOT / "samples"
 
 @pytest.fixture(autouse=True)
 def quick_importer(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The importer gives up on a missing part after 2 s instead of at task expiry (days)."""
+    """The importer gives up on a missing part after 1 s instead of at task expiry (days); tests
+    that need a task to stay active waiting for its parts set a longer wait themselves."""
     monkeypatch.setenv("MANIFESTKIT_SANDBOX_POLL_INTERVAL", "0.05")
-    monkeypatch.setenv("MANIFESTKIT_SANDBOX_PART_WAIT", "2")
+    monkeypatch.setenv("MANIFESTKIT_SANDBOX_PART_WAIT", "1")
     monkeypatch.delenv("MANIFESTKIT_SANDBOX_PART_DELAY", raising=False)
 
 
