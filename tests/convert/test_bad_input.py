@@ -100,27 +100,26 @@ def test_truncated_stream_optimized(mixed_raw: Path, tmp_path: Path) -> None:
     _convert_fails(source, tmp_path / "out.vmdk", ImageError, "stream is truncated")
 
 
-def test_compressed_grain_that_does_not_inflate(mixed_raw: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("offset", "data", "words"),
+    [
+        # inside the deflate stream of grain 0 (after its 12-byte marker)
+        pytest.param(12 + 40, os.urandom(64), "grain 0 .*(inflate)", id="does-not-inflate"),
+        # the grain marker's LBA
+        pytest.param(0, struct.pack("<Q", 999 * 128), "corrupt grain table", id="marker-wrong-lba"),
+    ],
+)
+def test_first_grain_damaged(
+    mixed_raw: Path, tmp_path: Path, offset: int, data: bytes, words: str
+) -> None:
     source = tmp_path / "stream.vmdk"
     convert_image(mixed_raw, source)
     with open(source, "rb") as f:
         header = vmdk.parse_sparse_header(f.read(512))
-    first_grain = header.overhead * 512
     with open(source, "r+b") as f:
-        f.seek(first_grain + 12 + 40)  # inside the deflate stream of grain 0
-        f.write(os.urandom(64))
-    _convert_fails(source, tmp_path / "out.vmdk", ImageError, "grain 0 .*(inflate)")
-
-
-def test_grain_marker_with_wrong_lba(mixed_raw: Path, tmp_path: Path) -> None:
-    source = tmp_path / "stream.vmdk"
-    convert_image(mixed_raw, source)
-    with open(source, "rb") as f:
-        header = vmdk.parse_sparse_header(f.read(512))
-    with open(source, "r+b") as f:
-        f.seek(header.overhead * 512)
-        f.write(struct.pack("<Q", 999 * 128))
-    _convert_fails(source, tmp_path / "out.vmdk", ImageError, "corrupt grain table")
+        f.seek(header.overhead * 512 + offset)
+        f.write(data)
+    _convert_fails(source, tmp_path / "out.vmdk", ImageError, words)
 
 
 def test_missing_extent_file(mixed_raw: Path, tmp_path: Path) -> None:
