@@ -1,8 +1,8 @@
-"""boto3 sessions and clients built from one settings object; credentials come from boto3's own chain.
+"""boto3 sessions and clients built from one settings object; credentials from boto3's own chain.
 
 Flags may override the chain (profile, region, endpoints, keys), but nothing here reads the
-environment itself: ``AWS_PROFILE``, ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL_EC2`` and the config
-files are honoured because boto3 honours them.
+environment itself: ``AWS_PROFILE``, ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL_EC2`` and the
+config files are honoured because boto3 honours them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 import boto3
 import botocore.exceptions
 from botocore.config import Config
+from botocore.credentials import ReadOnlyCredentials
 
 from manifestkit.errors import CredentialsError, UsageError
 
@@ -36,7 +37,8 @@ class AwsSettings:
     def __repr__(self) -> str:  # keep secrets out of logs and tracebacks
         return (
             f"AwsSettings(profile={self.profile!r}, region={self.region!r}, "
-            f"s3_endpoint_url={self.s3_endpoint_url!r}, ec2_endpoint_url={self.ec2_endpoint_url!r}, "
+            f"s3_endpoint_url={self.s3_endpoint_url!r}, "
+            f"ec2_endpoint_url={self.ec2_endpoint_url!r}, "
             f"access_key={'***' if self.access_key else None})"
         )
 
@@ -96,12 +98,13 @@ def ec2_client(session: boto3.Session, settings: AwsSettings):
     )
 
 
-def frozen_credentials(session: boto3.Session):
+def frozen_credentials(session: boto3.Session) -> ReadOnlyCredentials:
     """The session's credentials, resolved once; a clear error when there are none."""
     creds = session.get_credentials()
     if creds is None:
         raise CredentialsError(
             "no AWS credentials found",
-            fix="configure them (aws configure, AWS_PROFILE, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)",
+            fix="configure them (aws configure, AWS_PROFILE, or "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)",
         )
     return creds.get_frozen_credentials()

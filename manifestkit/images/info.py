@@ -1,4 +1,4 @@
-"""The ``ImageInfo`` contract (design.md §2): the facts about one local image that every later step uses."""
+"""The ``ImageInfo`` contract (design.md §2): the facts about one image every later step uses."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ FORMATS = ("VMDK", "VHD", "RAW")
 
 
 def volume_gib_for(capacity_bytes: int) -> int:
-    """Smallest whole GiB that holds ``capacity_bytes``, at least 1 (EC2 volume sizes are whole GiB)."""
+    """Smallest whole GiB that holds ``capacity_bytes``, at least 1 (EC2 volumes are whole GiB)."""
     return max(1, -(-capacity_bytes // GiB))
 
 
