@@ -10,7 +10,9 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
+from typing import NoReturn
 
 from manifestkit import __version__
 from manifestkit.errors import ManifestkitError
@@ -44,9 +46,16 @@ def common_options() -> argparse.ArgumentParser:
     return common
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with design.md §2's error line: one line on stderr, exit 2, pointing at --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"manifestkit: error: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = common_options()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="manifestkit",
         description="Prepare a disk image for EC2 ImportInstance/ImportVolume and run the import.",
     )
@@ -81,7 +90,11 @@ def _configure_logging(debug: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except ManifestkitError as exc:  # from an argument type such as parse_size
+        print(f"manifestkit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
     if not getattr(args, "run", None):
         parser.print_help(sys.stderr)
         return 2
@@ -90,8 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except ManifestkitError as exc:
-        if debug:
-            log.exception("%s", exc)
+        if debug:  # the traceback, then the same one line as without --debug
+            traceback.print_exc(file=sys.stderr)
         print(f"manifestkit: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

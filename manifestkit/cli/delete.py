@@ -13,14 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from manifestkit.cli._aws_options import add_aws_options, aws_settings_for
+from manifestkit.cli._arguments import positive_int
 from manifestkit.cli._output import emit, progress_for
 from manifestkit.errors import ManifestkitError, UsageError
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return int(text)
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -40,7 +35,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bucket-owner", metavar="ACCOUNT", help="expected bucket owner for authenticated deletes"
     )
-    parser.add_argument("--workers", type=_positive, default=8, help="parallel deletes (8)")
+    parser.add_argument("--workers", type=positive_int, default=8, help="parallel deletes (8)")
     add_aws_options(parser, local=False)
     parser.set_defaults(run=run)
 

@@ -8,15 +8,20 @@ ImportVolume, and with ``--wait`` follow the task to its end. The classic ``ec2-
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import shlex
 import sys
-import tempfile
 from typing import Any
 
 from tqdm import tqdm
 
+from manifestkit.cli._arguments import (
+    add_format_option,
+    add_upload_options,
+    expires_days,
+    positive_int,
+    upload_request_from,
+)
 from manifestkit.cli._aws_options import add_aws_options, aws_settings_for
 from manifestkit.cli._output import emit, progress_for
 from manifestkit.cli.tasks import (
@@ -28,8 +33,6 @@ from manifestkit.cli.tasks import (
 )
 from manifestkit.ec2 import SHUTDOWN_BEHAVIORS, ConversionTask, LaunchSpec, WaitSettings
 from manifestkit.errors import ManifestkitError, UsageError
-from manifestkit.parts import DEFAULT_PART_SIZE
-from manifestkit.sizes import parse_size
 
 log = logging.getLogger("manifestkit")
 
@@ -37,48 +40,17 @@ log = logging.getLogger("manifestkit")
 LOCAL_BUCKET = "manifestkit-local"
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return int(text)
-
-
-def add_upload_options(parser: argparse.ArgumentParser) -> None:
+def _add_upload_options(parser: argparse.ArgumentParser) -> None:
     """The upload options of ``manifestkit upload``, with the classic import tools' short names."""
-    from manifestkit.cli import upload as upload_cli
-
     group = parser.add_argument_group("upload (as manifestkit upload)")
-    group.add_argument(
-        "-b",
-        "--bucket",
-        help="S3 bucket for the parts and manifest (with --local: manifestkit-local)",
+    add_upload_options(
+        group, bucket_help="S3 bucket for the parts and manifest (with --local: manifestkit-local)"
     )
-    group.add_argument("--prefix", default="", help="key prefix inside the bucket")
-    group.add_argument(
-        "--part-size", type=parse_size, default=DEFAULT_PART_SIZE, help="part size (default 10MiB)"
-    )
-    group.add_argument(
-        "--create-bucket", action="store_true", help="create the bucket when it does not exist"
-    )
-    group.add_argument(
-        "--convert",
-        action="store_true",
-        help="upload a converted streamOptimized copy when IMAGE is not importable",
-    )
-    group.add_argument(
-        "--dont-verify-format",
-        action="store_true",
-        help="upload even when the image does not look importable",
-    )
-    group.add_argument("--state-dir", metavar="DIR", help="where to keep the upload state")
-    upload_cli._transfer_options(
-        group
-    )  # --workers --expires --bucket-owner --ignore-region-affinity
     # the classic tools' -x DAYS: the same setting as --expires (SigV4 URLs live at most 7 days)
     group.add_argument(
         "-x",
         dest="expires",
-        type=upload_cli._expires,
+        type=expires_days,
         default=argparse.SUPPRESS,
         metavar="DAYS",
         help="same as --expires",
@@ -87,17 +59,15 @@ def add_upload_options(parser: argparse.ArgumentParser) -> None:
 
 def _common_import_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image", nargs="?", help="the disk image file (not with --manifest-url)")
-    parser.add_argument(
+    add_format_option(
+        parser,
         "-f",
-        "--format",
-        type=str.upper,
-        choices=("VMDK", "VHD", "RAW"),
         help="the image's format (checked against its content unless --dont-verify-format)",
     )
     parser.add_argument(
         "-s",
         "--volume-size",
-        type=_positive,
+        type=positive_int,
         metavar="GIB",
         help="volume size in GiB (default: the image's capacity)",
     )
@@ -119,7 +89,7 @@ def _common_import_options(parser: argparse.ArgumentParser) -> None:
         "--wait", action="store_true", help="follow the task until it is completed or cancelled"
     )
     add_interval_option(parser)
-    add_upload_options(parser)
+    _add_upload_options(parser)
     add_aws_options(parser)
 
 
@@ -231,10 +201,8 @@ def launch_spec_from(args: argparse.Namespace) -> LaunchSpec:
     )
 
 
-def upload_request_from(args: argparse.Namespace) -> Any:
+def _upload_request(args: argparse.Namespace) -> Any:
     """The ``UploadRequest`` for IMAGE, or None with ``--manifest-url``."""
-    from manifestkit.workflow import UploadRequest
-
     if args.manifest_url:
         if args.image:
             raise UsageError(
@@ -263,22 +231,7 @@ def upload_request_from(args: argparse.Namespace) -> Any:
         raise UsageError(
             "--no-upload cannot be used with --local (the sandbox is gone when the command ends)"
         )
-    return UploadRequest(
-        image=args.image,
-        bucket=bucket,
-        prefix=args.prefix,
-        part_size=args.part_size,
-        expires_in=args.expires,
-        volume_gib=args.volume_size,
-        workers=args.workers,
-        create_bucket=args.create_bucket or args.local,
-        ignore_region_affinity=args.ignore_region_affinity,
-        bucket_owner=args.bucket_owner,
-        state_dir=args.state_dir,
-        convert=args.convert,
-        dont_verify_format=args.dont_verify_format,
-        format=args.format,
-    )
+    return upload_request_from(args, bucket=bucket)
 
 
 # --------------------------------------------------------------------------- running
@@ -329,17 +282,6 @@ def _on_update_printer(args: argparse.Namespace, seen: dict[str, str]) -> Any:
 
 
 def _run(args: argparse.Namespace, action: str, build: Any, start: Any, check: Any) -> int:
-    with contextlib.ExitStack() as scratch:
-        if args.local and not args.state_dir:
-            # the upload record is useless once the embedded sandbox is gone: keep it out of
-            # the image's directory
-            args.state_dir = scratch.enter_context(
-                tempfile.TemporaryDirectory(prefix="manifestkit-local-")
-            )
-        return _run_in(args, action, build, start, check)
-
-
-def _run_in(args: argparse.Namespace, action: str, build: Any, start: Any, check: Any) -> int:
     request = build(args)  # bad input fails here, before anything starts
     seen: dict[str, str] = {}
     try:
@@ -385,11 +327,11 @@ def _run_in(args: argparse.Namespace, action: str, build: Any, start: Any, check
 
 
 def run_import_instance(args: argparse.Namespace) -> int:
-    from manifestkit.importing import ImportInstanceRequest, check_import_instance, import_instance
+    from manifestkit.workflow import ImportInstanceRequest, check_import_instance, import_instance
 
     def build(a: argparse.Namespace) -> Any:
         return ImportInstanceRequest(
-            upload=upload_request_from(a),
+            upload=_upload_request(a),
             manifest_url=a.manifest_url,
             platform=a.platform,
             launch=launch_spec_from(a),
@@ -405,12 +347,12 @@ def run_import_instance(args: argparse.Namespace) -> int:
 
 
 def run_import_volume(args: argparse.Namespace) -> int:
-    from manifestkit.importing import ImportVolumeRequest, check_import_volume, import_volume
+    from manifestkit.workflow import ImportVolumeRequest, check_import_volume, import_volume
 
     def build(a: argparse.Namespace) -> Any:
         return ImportVolumeRequest(
             availability_zone=a.availability_zone,
-            upload=upload_request_from(a),
+            upload=_upload_request(a),
             manifest_url=a.manifest_url,
             description=a.description,
             volume_gib=a.volume_size,

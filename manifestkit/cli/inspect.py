@@ -6,6 +6,7 @@ import argparse
 import logging
 from typing import Any
 
+from manifestkit.cli._arguments import add_format_option
 from manifestkit.cli._output import emit, progress_for
 from manifestkit.images import ImageInfo, inspect_image
 from manifestkit.parts import DEFAULT_PART_SIZE, PartPlan
@@ -29,10 +30,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "unreadable or malformed. Reads at most about 1 MiB unless --deep.",
     )
     parser.add_argument("image", metavar="IMAGE", help="the disk image file")
-    parser.add_argument(
-        "--format",
-        type=str.upper,
-        choices=("VMDK", "VHD", "RAW"),
+    add_format_option(
+        parser,
         help="the format you expect; a disagreement with the content is reported as a problem",
     )
     parser.add_argument(

@@ -17,6 +17,7 @@ from typing import Any
 
 from manifestkit.aws import make_session
 from manifestkit.buckets import validate_bucket_name
+from manifestkit.cli._arguments import add_format_option
 from manifestkit.cli._aws_options import add_aws_options, aws_settings_from
 from manifestkit.cli._output import emit
 from manifestkit.errors import ImageError, NotImportableError, UsageError
@@ -71,12 +72,8 @@ def _register_manifest(
         metavar="GIB",
         help="EBS volume size in GiB (default: the image's capacity rounded up; never below it)",
     )
-    parser.add_argument(
-        "--format",
-        "-f",
-        type=str.upper,
-        choices=("VMDK", "VHD", "RAW"),
-        help="the format you expect; a disagreement with the content is an error",
+    add_format_option(
+        parser, "-f", help="the format you expect; a disagreement with the content is an error"
     )
     parser.add_argument(
         "-o",

@@ -12,61 +12,18 @@ import shlex
 import sys
 from typing import Any
 
+from manifestkit.cli._arguments import (
+    add_format_option,
+    add_transfer_options,
+    add_upload_options,
+    positive_int,
+    upload_request_from,
+)
 from manifestkit.cli._aws_options import add_aws_options, aws_settings_for
 from manifestkit.cli._output import emit, progress_for
 from manifestkit.errors import UsageError
-from manifestkit.sizes import parse_size
 
 log = logging.getLogger("manifestkit")
-
-_DAY = 86400
-
-
-def _expires(text: str) -> int:
-    try:
-        days = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number of days {text!r}") from None
-    seconds = int(days * _DAY)
-    if not 0 < seconds <= 7 * _DAY:
-        raise argparse.ArgumentTypeError(
-            f"--expires {text} is outside 0-7 days (SigV4 presigned URLs live at most 7 days)"
-        )
-    return seconds
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return int(text)
-
-
-def _transfer_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--workers",
-        type=_positive,
-        default=None,
-        help="parallel part uploads (default min(8, max(4, 2 x CPUs)); memory is "
-        "about workers x part size)",
-    )
-    parser.add_argument(
-        "--expires",
-        type=_expires,
-        default=7 * _DAY,
-        metavar="DAYS",
-        help="lifetime of the manifest's URLs in days (default and maximum 7)",
-    )
-    parser.add_argument(
-        "--bucket-owner",
-        metavar="ACCOUNT",
-        help="expected bucket owner account id (ExpectedBucketOwner on every call)",
-    )
-    parser.add_argument(
-        "--ignore-region-affinity",
-        action="store_true",
-        help="allow a bucket outside the EC2 region",
-    )
-
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     upload = subparsers.add_parser(
@@ -77,50 +34,18 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "every part, upload the manifest, and print its presigned GET URL.",
     )
     upload.add_argument("image", help="the disk image file")
-    upload.add_argument("--bucket", "-b", help="S3 bucket (required unless --resume)")
-    upload.add_argument("--prefix", default="", help="key prefix inside the bucket")
-    upload.add_argument(
-        "--part-size",
-        type=parse_size,
-        default=None,
-        help="part size (default 10MiB; with --resume, the recorded one)",
-    )
+    add_upload_options(upload, bucket_help="S3 bucket (required unless --resume)")
     upload.add_argument(
         "--volume-size",
-        type=_positive,
+        type=positive_int,
         metavar="GIB",
         help="volume size in GiB (default: the image's capacity)",
     )
-    upload.add_argument(
-        "--format",
-        type=str.upper,
-        choices=("VMDK", "VHD", "RAW"),
-        help="the image format you expect (checked against the content)",
-    )
-    upload.add_argument(
-        "--create-bucket",
-        action="store_true",
-        help="create the bucket (in the EC2 region) when it does not exist",
-    )
+    add_format_option(upload, help="the image format you expect (checked against the content)")
     upload.add_argument(
         "--resume",
         action="store_true",
         help="continue the interrupted upload of IMAGE (found via its state file)",
-    )
-    upload.add_argument(
-        "--state-dir",
-        metavar="DIR",
-        help="where to keep the upload state (default: beside the image)",
-    )
-    upload.add_argument(
-        "--convert",
-        action="store_true",
-        help="upload a converted streamOptimized copy when IMAGE is not importable",
-    )
-    upload.add_argument(
-        "--dont-verify-format",
-        action="store_true",
-        help="upload even when the image is not importable as it is",
     )
     upload.add_argument(
         "--no-dedupe-zeros",
@@ -128,7 +53,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         action="store_false",
         help="send all-zero parts in full instead of copying one server-side",
     )
-    _transfer_options(upload)
     add_aws_options(upload)
     upload.set_defaults(run=run_upload)
 
@@ -141,7 +65,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     )
     resume.add_argument("manifest", metavar="MANIFEST|URL")
     resume.add_argument("image")
-    _transfer_options(resume)
+    add_transfer_options(resume)
     add_aws_options(resume)
     resume.set_defaults(run=run_resume)
 
@@ -173,30 +97,14 @@ def _interrupted(hint: str) -> int:
 
 
 def run_upload(args: argparse.Namespace) -> int:
-    from manifestkit.workflow import UploadRequest, upload_image
+    from manifestkit.uploading import upload_image
 
     if not args.bucket and not args.resume:
         raise UsageError("upload needs --bucket", fix="pass --bucket BUCKET")
     if args.local and args.resume:
         raise UsageError("--resume cannot be used with --local (the sandbox is gone)")
-    request = UploadRequest(
-        image=args.image,
-        bucket=args.bucket,
-        prefix=args.prefix,
-        part_size=args.part_size,
-        expires_in=args.expires,
-        volume_gib=args.volume_size,
-        workers=args.workers,
-        create_bucket=args.create_bucket or args.local,
-        ignore_region_affinity=args.ignore_region_affinity,
-        bucket_owner=args.bucket_owner,
-        resume=args.resume,
-        state_dir=args.state_dir,
-        convert=args.convert,
-        dont_verify_format=args.dont_verify_format,
-        format=args.format,
-        dedupe_zeros=args.dedupe_zeros,
-        record_state=not args.local,  # the embedded sandbox ends with the command
+    request = upload_request_from(
+        args, bucket=args.bucket, resume=args.resume, dedupe_zeros=args.dedupe_zeros
     )
     try:
         with aws_settings_for(args) as settings:
@@ -224,7 +132,7 @@ def _resume_command(args: argparse.Namespace) -> str:
 
 
 def run_resume(args: argparse.Namespace) -> int:
-    from manifestkit.workflow import resume_upload
+    from manifestkit.uploading import resume_upload
 
     if getattr(args, "local", False):
         raise UsageError("resume cannot be used with --local (the sandbox is gone)")

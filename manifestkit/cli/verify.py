@@ -10,17 +10,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from manifestkit.cli._arguments import positive_int
 from manifestkit.cli._output import emit, progress_for
 from manifestkit.sizes import format_size
 
 #: problems listed in text output (all of them are in --output json)
 TEXT_LIMIT = 20
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
-    return int(text)
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -33,7 +28,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("manifest", metavar="MANIFEST|URL", help="manifest file or presigned URL")
     parser.add_argument("--image", help="the local image: compare every part's bytes with it")
-    parser.add_argument("--workers", type=_positive, default=8, help="parallel requests (8)")
+    parser.add_argument("--workers", type=positive_int, default=8, help="parallel requests (8)")
     parser.set_defaults(run=run)
 
 

@@ -281,12 +281,25 @@ def test_not_importable_image_is_refused(s3server, bucket, tmp_path):
         (["--part-size", "0"], "part size"),
         (["--expires", "8"], "7 days"),
         (["--workers", "0"], "positive"),
+        (["--part-size", "ten"], "invalid size 'ten'"),
     ],
 )
 def test_bad_options(s3server, bucket, tmp_path, argv, message):
     image = random_image(tmp_path / "d.raw", MiB)
     code, out, err = _upload(s3server, bucket, image, *argv)
     assert code == 2 and message in err and out == ""
+    # one line, design.md's prefix, no usage dump or traceback
+    assert err.count("\n") == 1 and err.startswith("manifestkit: error: "), err
+
+
+def test_debug_shows_the_traceback_and_the_error_line_once(s3server, bucket, tmp_path):
+    missing = tmp_path / "missing.raw"
+    code, out, err = _upload(s3server, bucket, missing, "--debug")
+    assert code == 2 and out == ""
+    assert err.count("Traceback (most recent call last)") == 1
+    errors = [line for line in err.splitlines() if line.startswith("manifestkit: error: ")]
+    assert len(errors) == 1 and str(missing) in errors[0], err
+    assert err.rstrip("\n").splitlines()[-1] == errors[0]
 
 
 def test_access_denied_is_one_line_and_deletes_nothing(s3server, bucket, tmp_path):

@@ -85,3 +85,31 @@ def test_local_sandbox_creates_the_bucket(tmp_path):
     doc = json.loads(out)
     assert doc["parts"] == 1 and doc["put"] == 1
     assert doc["state_file"] is None and list(tmp_path.iterdir()) == [image]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["upload", "--bucket", "local-bucket"],
+        ["import-volume", "-z", "us-east-1a"],
+        ["import-instance", "-p", "Linux"],
+    ],
+)
+def test_local_writes_no_state_file_even_with_state_dir(tmp_path, command):
+    """--local is a throwaway sandbox: no command leaves an upload record, wherever asked."""
+    image = random_image(tmp_path / "local.raw", MiB)
+    states = tmp_path / "states"
+    code, out, err = run_cli(
+        command[0],
+        str(image),
+        *command[1:],
+        "--local",
+        "--state-dir",
+        str(states),
+        "-q",
+        "--output",
+        "json",
+    )
+    assert code == 0, err
+    json.loads(out)  # one JSON document, nothing else on stdout
+    assert list(tmp_path.iterdir()) == [image] and not states.exists()
