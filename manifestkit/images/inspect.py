@@ -11,7 +11,7 @@ from manifestkit.errors import ImageError, NotImportableError
 from manifestkit.images import detect as _detect_module  # noqa: F401 - ensure loaded
 from manifestkit.images import raw, vhd, vmdk
 from manifestkit.images.info import FORMATS, ImageInfo
-from manifestkit.images.reader import ImageReader
+from manifestkit.images.reader import FIX_TRUNCATED, ImageReader
 from manifestkit.images.rules import judge
 from manifestkit.images.stream import check_stream
 from manifestkit.progress import Progress
@@ -118,6 +118,6 @@ def _deep(reader: ImageReader, info: ImageInfo, progress: Progress | None) -> di
     if info.details.get("layout") == "footer" and not (result.footer and result.end_of_stream):
         raise ImageError(
             "streamOptimized VMDK: the stream ends without its footer and end-of-stream marker",
-            fix="the file is incomplete; copy it again",
+            fix=FIX_TRUNCATED,
         )
     return {"checked": True, **result.to_dict()}

@@ -14,6 +14,9 @@ from typing import BinaryIO
 
 from manifestkit.errors import ImageError
 
+#: the fix for an image that ends before its own structures say it should
+FIX_TRUNCATED = "the file is incomplete; copy it again"
+
 
 def _nonblocking(path: str, flags: int) -> int:
     # O_NONBLOCK: if the path was swapped for a FIFO after the stat check, open() does not block.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from manifestkit.errors import ImageError
 from manifestkit.images.info import ImageInfo
-from manifestkit.images.reader import ImageReader
+from manifestkit.images.reader import FIX_TRUNCATED, ImageReader
 from manifestkit.images.rules import convert_fix
 
 SECTOR = 512
@@ -193,7 +193,7 @@ def parse_dynamic_header(buf: bytes) -> DynamicHeader:
     if len(buf) < DYNAMIC_HEADER_BYTES:
         raise ImageError(
             f"truncated VHD dynamic header ({len(buf)} of 1024 bytes)",
-            fix="the file is incomplete; copy it again",
+            fix=FIX_TRUNCATED,
         )
     (
         cookie,
@@ -257,7 +257,7 @@ def check_dynamic_header(h: DynamicHeader, footer: VhdFooter, file_bytes: int) -
         raise ImageError(
             f"VHD block table at byte {h.table_offset} ({h.max_table_entries} entries) is outside "
             f"the file ({file_bytes} bytes): truncated",
-            fix="the file is incomplete; copy it again",
+            fix=FIX_TRUNCATED,
         )
 
 
@@ -278,13 +278,13 @@ def read_vhd(reader: ImageReader) -> ImageInfo:
     if reader.size < FOOTER_BYTES:
         raise ImageError(
             f"truncated VHD: {reader.size} bytes is less than one footer",
-            fix="the file is incomplete; copy it again",
+            fix=FIX_TRUNCATED,
         )
     tail = reader.read_at(reader.size - FOOTER_BYTES, FOOTER_BYTES, what="the VHD footer")
     if not tail.startswith(FOOTER_COOKIE):
         raise ImageError(
             "truncated VHD: there is a footer copy at the start but no footer at the end",
-            fix="the file is incomplete; copy it again",
+            fix=FIX_TRUNCATED,
         )
     footer = parse_footer(tail)
     check_footer(footer)
@@ -301,7 +301,7 @@ def read_vhd(reader: ImageReader) -> ImageInfo:
             raise ImageError(
                 f"truncated fixed VHD: the footer says {footer.current_size} bytes of data but the "
                 f"file holds {data_bytes}",
-                fix="the file is incomplete; copy it again",
+                fix=FIX_TRUNCATED,
             )
         if data_bytes > footer.current_size:
             details["warnings"] = [
@@ -349,5 +349,5 @@ def _check_bat(reader: ImageReader, dyn: DynamicHeader) -> None:
             raise ImageError(
                 f"truncated VHD: block {i} at sector {sector} runs past the end of the data "
                 f"({limit} bytes)",
-                fix="the file is incomplete; copy it again",
+                fix=FIX_TRUNCATED,
             )

@@ -17,7 +17,7 @@ from types import MappingProxyType
 
 from manifestkit.errors import ImageError
 from manifestkit.images.info import ImageInfo
-from manifestkit.images.reader import ImageReader
+from manifestkit.images.reader import FIX_TRUNCATED, ImageReader
 
 SECTOR = 512
 #: header.gdOffset meaning "the grain directory is at the end; read the footer" (spec: GD_AT_END)
@@ -126,7 +126,7 @@ def parse_sparse_header(buf: bytes) -> SparseHeader:
     if len(buf) < _HEADER.size:
         raise ImageError(
             f"truncated VMDK header ({len(buf)} of 512 bytes)",
-            fix="the file is incomplete; copy it again",
+            fix=FIX_TRUNCATED,
         )
     magic, *fields = _HEADER.unpack_from(buf)
     if magic != SPARSE_MAGIC:
@@ -219,7 +219,7 @@ def parse_marker(buf: bytes) -> Marker:
     if len(buf) < _MARKER.size:
         raise ImageError(
             f"truncated stream marker ({len(buf)} of 16 bytes)",
-            fix="the file is incomplete; copy it again",
+            fix=FIX_TRUNCATED,
         )
     value, size, mtype = _MARKER.unpack_from(buf)
     if size:
@@ -373,7 +373,7 @@ class VmfsSparseHeader:
 
 def parse_cowd_header(buf: bytes) -> VmfsSparseHeader:
     if len(buf) < _COWD.size:
-        raise ImageError("truncated COWD header", fix="the file is incomplete; copy it again")
+        raise ImageError("truncated COWD header", fix=FIX_TRUNCATED)
     magic, version, _flags, capacity, grain, _gd, _n = _COWD.unpack_from(buf)
     if magic != b"COWD":
         raise ImageError(f"bad COWD magic {magic!r}", fix=_FIX_DAMAGED)
@@ -384,7 +384,7 @@ def parse_cowd_header(buf: bytes) -> VmfsSparseHeader:
 
 def parse_sesparse_header(buf: bytes) -> VmfsSparseHeader:
     if len(buf) < _SESPARSE.size:
-        raise ImageError("truncated seSparse header", fix="the file is incomplete; copy it again")
+        raise ImageError("truncated seSparse header", fix=FIX_TRUNCATED)
     magic, version, capacity, grain = _SESPARSE.unpack_from(buf)
     if magic != 0xCAFEBABE:
         raise ImageError(f"bad seSparse magic 0x{magic:x}", fix=_FIX_DAMAGED)
@@ -426,7 +426,7 @@ def _stream_layout(reader: ImageReader, h: SparseHeader) -> tuple[SparseHeader, 
             raise ImageError(
                 "truncated streamOptimized VMDK: the header says the grain directory is at the end "
                 "but the file is too short for a footer",
-                fix="the file is incomplete; copy it again",
+                fix=FIX_TRUNCATED,
             )
         tail = reader.read_at(reader.size - 3 * SECTOR, 3 * SECTOR, what="the VMDK footer")
         footer_marker = parse_marker(tail[:SECTOR])
@@ -435,12 +435,12 @@ def _stream_layout(reader: ImageReader, h: SparseHeader) -> tuple[SparseHeader, 
             raise ImageError(
                 "streamOptimized VMDK has no footer marker at end of file-1536 although its header "
                 "says the grain directory is at the end: truncated or damaged",
-                fix="the file is incomplete; copy it again",
+                fix=FIX_TRUNCATED,
             )
         if eos.is_grain or eos.type != MARKER_EOS:
             raise ImageError(
                 "streamOptimized VMDK has no end-of-stream marker after its footer: truncated",
-                fix="the file is incomplete; copy it again",
+                fix=FIX_TRUNCATED,
             )
         try:
             footer = parse_sparse_header(tail[SECTOR : 2 * SECTOR])
@@ -465,7 +465,7 @@ def _check_grain_directory(reader: ImageReader, h: SparseHeader, what: str, offs
         raise ImageError(
             f"truncated VMDK: the {what} ({h.num_gd_entries} entries at sector {offset}) runs "
             f"past the end of the file ({reader.size} bytes)",
-            fix="the file is incomplete; copy it again",
+            fix=FIX_TRUNCATED,
         )
     checked = min(gd_bytes, GD_CHECK_BYTES)
     buf = reader.read_at(start, checked, what=f"the {what}")
@@ -476,7 +476,7 @@ def _check_grain_directory(reader: ImageReader, h: SparseHeader, what: str, offs
             raise ImageError(
                 f"truncated VMDK: {what} entry {i} points to a grain table at sector {sector}, "
                 f"past the end of the file ({reader.size} bytes)",
-                fix="the file is incomplete; copy it again",
+                fix=FIX_TRUNCATED,
             )
     return len(entries)
 
