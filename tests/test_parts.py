@@ -1,3 +1,5 @@
+from itertools import pairwise
+
 import pytest
 
 from manifestkit.errors import UsageError
@@ -10,13 +12,15 @@ def test_ranges_are_contiguous_inclusive_and_cover_the_file(size, part):
     parts = list(plan)
     assert len(parts) == plan.count == len(range(0, size, part))
     assert parts[0].start == 0 and parts[-1].end == size - 1
-    for a, b in zip(parts, parts[1:]):
+    for a, b in pairwise(parts):
         assert b.start == a.end + 1 and a.size == part
     assert sum(p.size for p in parts) == size
 
 
 def test_keys_use_the_basename_and_prefix():
-    plan = PartPlan.for_file("/some/dir/disk.vmdk", 30, part_size=10, prefix="/imports/", upload_id="u1")
+    plan = PartPlan.for_file(
+        "/some/dir/disk.vmdk", 30, part_size=10, prefix="/imports/", upload_id="u1"
+    )
     assert plan.manifest_key == "imports/u1/disk.vmdkmanifest.xml"
     assert [p.key for p in plan] == [f"imports/u1/disk.vmdk.part{i}" for i in range(3)]
     assert PartPlan.for_file("d.raw", 1, upload_id="u").manifest_key == "u/d.rawmanifest.xml"

@@ -109,9 +109,10 @@ def test_converting_vhd_to_raw_keeps_capacity(qemu_img, write_raw) -> None:
     back = src.with_name("back.raw")
     qemu_img("convert", "-q", "-f", "vpc", "-O", "raw", str(vhd), str(back))
     assert inspect_image(vhd).capacity_bytes == back.stat().st_size
-    assert hashlib.sha256(back.read_bytes()[: 3 * MiB]).digest() == hashlib.sha256(
-        src.read_bytes()
-    ).digest()
+    assert (
+        hashlib.sha256(back.read_bytes()[: 3 * MiB]).digest()
+        == hashlib.sha256(src.read_bytes()).digest()
+    )
 
 
 @pytest.mark.parametrize("subformat", ["streamOptimized", "monolithicSparse"])

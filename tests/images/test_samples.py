@@ -36,13 +36,18 @@ def test_make_samples_is_deterministic(qemu_img, tmp_path: Path) -> None:
     runs = []
     for n in (1, 2):
         out = tmp_path / f"run{n}"
-        subprocess.run([sys.executable, str(SAMPLES / "make_samples.py"), str(out)], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, str(SAMPLES / "make_samples.py"), str(out)],
+            check=True,
+            capture_output=True,
+        )
         runs.append({name: (out / name).read_bytes() for name in NAMES})
     assert runs[0] == runs[1]
     for name in NAMES:
         made = inspect_image(tmp_path / "run1" / name)
         committed = inspect_image(SAMPLES / name)
         assert (made.format, made.subformat, made.capacity_bytes) == (
-            committed.format, committed.subformat, committed.capacity_bytes,
+            committed.format,
+            committed.subformat,
+            committed.capacity_bytes,
         )
