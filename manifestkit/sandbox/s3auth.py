@@ -485,7 +485,8 @@ def verify(
         )
     expires_at = None
     if parsed.query_auth:
-        assert parsed.expires is not None  # parse_auth guarantees it for query auth
+        if parsed.expires is None:  # parse_auth always sets it; a hand-made ParsedAuth may not
+            raise AuthError(Failure.MALFORMED, "X-Amz-Expires is missing", query_auth=True)
         expires_at = parsed.amz_date + timedelta(seconds=parsed.expires)
         if now > expires_at:
             raise AuthError(
