@@ -48,15 +48,35 @@ def make_stream(path: str, work: str) -> None:
         f.seek(2 * MiB)
         f.write(pattern(4096))
     subprocess.run(
-        ["qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized",
-         source, path],
+        [
+            "qemu-img",
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized",
+            source,
+            path,
+        ],
         check=True,
     )
     with open(path, "r+b") as f:
         head = f.read(64 * 1024)
-        fixed, n = re.subn(rb"CID=[0-9a-f]{8}", FIXED_CID, head, count=1)
-        if n != 1:
+        # qemu-img prints the CID without zero padding, so it may be shorter than ours: anchor on
+        # the line (not ``parentCID=``) and give the difference back from the descriptor's NUL
+        # padding so every later byte keeps its offset.
+        match = re.search(rb"(?m)^CID=[0-9a-f]{1,8}$", head)
+        if match is None:
             raise SystemExit(f"{path}: no CID line in the descriptor")
+        grow = len(FIXED_CID) - len(match.group())
+        padding = head.index(b"\0", match.end())
+        if head[padding : padding + grow] != b"\0" * grow:
+            raise SystemExit(f"{path}: no room in the descriptor for the fixed CID")
+        text = head[match.end() : padding]
+        fixed = head[: match.start()] + FIXED_CID + text + head[padding + grow :]
         f.seek(0)
         f.write(fixed)
 
