@@ -25,6 +25,7 @@ from botocore.config import Config
 from manifestkit.aws import AwsSettings, client_config, make_session, region_of
 from manifestkit.bucket_checks import ensure_bucket
 from manifestkit.errors import ImageError, ManifestError, NotImportableError, UsageError
+from manifestkit.images.reader import stat_regular
 from manifestkit.parts import DEFAULT_PART_SIZE, PartPlan
 from manifestkit.pool import CancelToken
 from manifestkit.progress import NoProgress, Progress
@@ -333,6 +334,8 @@ def upload_image(
     """Upload ``request.image`` and its manifest; ``request.resume`` continues the recorded one."""
     progress = progress or NoProgress()
     notify = notify or log.info
+    # a missing or unreadable image is bad input (exit 2), found before any network call
+    stat_regular(request.image)
     if request.resume:
         return _resume_from_state(
             request, settings, progress=progress, cancel=cancel, notify=notify, now=now
@@ -440,7 +443,7 @@ def _resume_from_state(
     state_file, state = found
     _check_resumable(request, state_file, state)
     owner = request.bucket_owner or state.expected_bucket_owner
-    st = os.stat(request.image)
+    st = stat_regular(request.image)
     if st.st_size != state.file_bytes and not request.convert:
         raise ImageError(
             f"{request.image} is {st.st_size} bytes but the upload being resumed is of "
@@ -540,11 +543,11 @@ def resume_upload(
     from manifestkit.manifest_source import plan_from_manifest
 
     progress = progress or NoProgress()
+    size = stat_regular(image).st_size
     session = make_session(settings)
     workers = workers or default_workers()
     s3 = upload_s3_client(session, settings, workers=workers)
     described = plan_from_manifest(manifest_source, s3_client=lambda: s3)
-    size = os.stat(image).st_size
     if size != described.plan.file_bytes:
         raise ImageError(
             f"{image} is {size} bytes but the manifest describes {described.plan.file_bytes} bytes",

@@ -102,7 +102,10 @@ def run_upload(args: argparse.Namespace) -> int:
     if not args.bucket and not args.resume:
         raise UsageError("upload needs --bucket", fix="pass --bucket BUCKET")
     if args.local and args.resume:
-        raise UsageError("--resume cannot be used with --local (the sandbox is gone)")
+        raise UsageError(
+            "--resume cannot be used with --local (the sandbox of the interrupted run is gone)",
+            fix="run the upload again with --local",
+        )
     request = upload_request_from(
         args, bucket=args.bucket, resume=args.resume, dedupe_zeros=args.dedupe_zeros
     )
@@ -135,7 +138,10 @@ def run_resume(args: argparse.Namespace) -> int:
     from manifestkit.uploading import resume_upload
 
     if getattr(args, "local", False):
-        raise UsageError("resume cannot be used with --local (the sandbox is gone)")
+        raise UsageError(
+            "resume cannot be used with --local (the sandbox of the first run is gone)",
+            fix="run manifestkit upload IMAGE --local again",
+        )
     try:
         with aws_settings_for(args) as settings:
             result = resume_upload(

@@ -371,3 +371,19 @@ def test_expired_urls_are_refused(s3server, bucket, tmp_path, sandbox_clock):
     status, body = http("GET", parts[0].get_url)
     assert status == 403 and b"expired" in body.lower()
     assert http("GET", out.strip())[0] == 403
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["upload", "{image}", "--bucket", "bucket1"],
+        ["upload", "{image}", "--resume"],
+        ["resume", "http://127.0.0.1:9/bucket1/u/d.rawmanifest.xml", "{image}"],
+    ],
+)
+def test_a_missing_image_is_bad_input_before_any_network_call(tmp_path, argv):
+    missing = str(tmp_path / "missing.raw")
+    unreachable = ["--region", "us-east-1", "--s3-endpoint-url", "http://127.0.0.1:9"]
+    code, out, err = run_cli(*[a.format(image=missing) for a in argv], *unreachable)
+    assert code == 2 and out == "", err
+    assert err == f"manifestkit: error: {missing}: no such file; check the path\n"
