@@ -18,20 +18,24 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from botocore.config import Config
 
 from manifestkit.aws import AwsSettings, client_config, make_session, region_of
 from manifestkit.bucket_checks import ensure_bucket
 from manifestkit.errors import ImageError, ManifestError, NotImportableError, UsageError
+from manifestkit.images.info import ImageInfo
 from manifestkit.images.reader import stat_regular
 from manifestkit.parts import DEFAULT_PART_SIZE, PartPlan
 from manifestkit.pool import CancelToken
+from manifestkit.presign import MAX_EXPIRES  # SigV4's ceiling: the default URL lifetime
 from manifestkit.progress import NoProgress, Progress
 from manifestkit.upload import (
     DEFAULT_PART_RETRIES,
     PartUploader,
+    RemoteObject,
     UploadStats,
     default_workers,
     list_existing,
@@ -46,10 +50,11 @@ from manifestkit.upload_state import (
     write_state,
 )
 
+if TYPE_CHECKING:
+    from manifestkit.presign import Presigner
+
 log = logging.getLogger("manifestkit")
 
-#: SigV4's ceiling for presigned URLs, the default lifetime of every URL in a manifest
-MAX_EXPIRES = 604800
 #: on resume, a manifest whose URLs expire sooner than this is issued again with fresh URLs
 DEFAULT_RENEW_MARGIN = 86400
 
@@ -59,7 +64,6 @@ __all__ = [
     "MAX_EXPIRES",
     "UploadRequest",
     "UploadResult",
-    "check_volume_size",
     "put_manifest_only",
     "resume_upload",
     "upload_image",
@@ -226,7 +230,7 @@ def _connect(
     return _Connection(session, s3, region, bucket_region)
 
 
-def _check_importable(request: UploadRequest, info: Any, fix: str) -> None:
+def _check_importable(request: UploadRequest, info: ImageInfo, fix: str) -> None:
     """Refuse an image EC2 cannot import, unless ``--dont-verify-format`` (then warn)."""
     if info.importable:
         return
@@ -242,7 +246,7 @@ def _check_importable(request: UploadRequest, info: Any, fix: str) -> None:
 @contextlib.contextmanager
 def _image_for_upload(
     request: UploadRequest, progress: Progress, notify: Callable[[str], None]
-) -> Iterator[tuple[str, Any, bool]]:
+) -> Iterator[tuple[str, ImageInfo, bool]]:
     """(path to upload, its ImageInfo, converted?) — a converted temp copy lives for the block."""
     from manifestkit.images import inspect_image
 
@@ -266,11 +270,8 @@ def _image_for_upload(
     yield request.image, info, False
 
 
-def check_volume_size(requested: int | None, info: Any) -> int:
-    """The volume size in GiB: ``requested``, or the image's own when None.
-
-    Raises ``UsageError`` (exit 2) when ``requested`` is below the image's capacity.
-    """
+def _volume_gib(requested: int | None, info: ImageInfo) -> int:
+    """``requested`` (never below the image's capacity: UsageError), or the image's own."""
     if requested is None:
         return int(info.volume_gib)
     if requested < info.volume_gib:
@@ -282,7 +283,7 @@ def check_volume_size(requested: int | None, info: Any) -> int:
 
 
 def _new_upload(
-    request: UploadRequest, path: str, info: Any, conn: _Connection, settings: AwsSettings
+    request: UploadRequest, path: str, info: ImageInfo, conn: _Connection, settings: AwsSettings
 ) -> tuple[_Target, UploadState]:
     """The target and the local record of a new upload of ``path`` (``request.image`` or its
     converted copy); the record names ``request.image``, the file ``--resume`` is given."""
@@ -297,7 +298,7 @@ def _new_upload(
         request.bucket,
         plan,
         info.format,
-        check_volume_size(request.volume_gib, info),
+        _volume_gib(request.volume_gib, info),
         request.bucket_owner,
     )
     state = new_state(
@@ -386,7 +387,6 @@ def put_manifest_only(
     send later); a non-importable image is refused unless ``dont_verify_format``.
     """
     from manifestkit.images import inspect_image
-    from manifestkit.upload import UploadStats
 
     bucket = _require_bucket(request)
     info = inspect_image(request.image, format=request.format)
@@ -494,7 +494,7 @@ def _resume_from_state(
     return dataclasses.replace(result, state_file=str(state_file), converted=converted)
 
 
-def _check_resumable(request: UploadRequest, state_file: Any, state: UploadState) -> None:
+def _check_resumable(request: UploadRequest, state_file: Path, state: UploadState) -> None:
     """A resumed upload keeps its recorded bucket, key prefix and part size; one given with
     ``--resume`` that differs is refused rather than silently ignored."""
     asked = {
@@ -594,7 +594,7 @@ def resume_upload(
 
 def _presigner(
     conn: _Connection, settings: AwsSettings, expires_in: int, now: dt.datetime | None
-) -> Any:
+) -> Presigner:
     """A presigner for the bucket's own region (it differs only with --ignore-region-affinity)."""
     from manifestkit.presign import Presigner
 
@@ -614,7 +614,7 @@ def _run(
     path: str,
     request: UploadRequest,
     *,
-    existing: dict[str, Any] | None,
+    existing: dict[str, RemoteObject] | None,
     progress: Progress,
     cancel: CancelToken | None,
     now: dt.datetime | None,
@@ -674,7 +674,7 @@ def _run(
     )
 
 
-def _write_and_put_manifest(s3: Any, target: _Target, presigner: Any) -> None:
+def _write_and_put_manifest(s3: Any, target: _Target, presigner: Presigner) -> None:
     from manifestkit.manifest import write_manifest
 
     fd, tmp = tempfile.mkstemp(prefix="manifestkit-", suffix=".xml")  # mode 0600

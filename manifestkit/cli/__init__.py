@@ -1,4 +1,6 @@
-"""Command-line entry point: parse, call the library, print, map errors to exit codes (design.md §2).
+"""Command-line entry point: parse, call the library, print, map errors to exit codes.
+
+Exit codes and the one-line error format are design.md §2's.
 
 Each command lives in its own module under ``manifestkit.cli`` and exposes
 ``register(subparsers, common)``; it sets ``run=<function(args) -> int>`` as the parser default.
@@ -37,10 +39,15 @@ def common_options() -> argparse.ArgumentParser:
     """Options every command takes, accepted after the command name too."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
-        "--debug", action="store_true", help="log details (incl. presigned URLs) and show tracebacks"
+        "--debug",
+        action="store_true",
+        help="log details (incl. presigned URLs) and show tracebacks",
     )
     common.add_argument(
-        "--output", choices=("text", "json"), default="text", help="text for people, json for scripts"
+        "--output",
+        choices=("text", "json"),
+        default="text",
+        help="text for people, json for scripts",
     )
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return common
@@ -116,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(
-            f"manifestkit: error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)",
+            f"manifestkit: error: unexpected {type(exc).__name__}: {exc} "
+            "(run with --debug for details)",
             file=sys.stderr,
         )
         return 1

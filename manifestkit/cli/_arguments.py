@@ -7,11 +7,14 @@ upload``, ``import-instance`` and ``import-volume``, so the three accept and mea
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from manifestkit.images.info import FORMATS
 from manifestkit.presign import MAX_EXPIRES
 from manifestkit.sizes import parse_size
+
+if TYPE_CHECKING:
+    from manifestkit.uploading import UploadRequest
 
 _DAY = 86400
 
@@ -103,7 +106,9 @@ def add_upload_options(parser: Any, *, bucket_help: str) -> None:
     add_transfer_options(parser)
 
 
-def upload_request_from(args: argparse.Namespace, *, bucket: str | None, **more: Any) -> Any:
+def upload_request_from(
+    args: argparse.Namespace, *, bucket: str | None, **more: Any
+) -> UploadRequest:
     """The ``UploadRequest`` the options of ``add_upload_options`` (and ``--format``,
     ``--volume-size``, ``--local``) describe; ``more`` sets the fields only one command has."""
     from manifestkit.uploading import UploadRequest

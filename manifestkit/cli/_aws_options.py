@@ -12,25 +12,38 @@ from manifestkit.aws import AwsSettings
 def add_aws_options(
     parser: argparse.ArgumentParser, *, local: bool = True, owner_short_options: bool = True
 ) -> None:
-    """``local=False`` leaves out ``--local``; ``owner_short_options=False`` leaves out ``-o``/``-w``
-    (for commands where ``-o`` means the output file, as in ``manifestkit manifest``)."""
-    group = parser.add_argument_group("AWS (defaults come from boto3's chain: AWS_PROFILE, config files)")
+    """``local=False`` leaves out ``--local``; ``owner_short_options=False`` leaves out
+    ``-o``/``-w`` (for commands where ``-o`` means the output file, as in ``manifest``)."""
+    group = parser.add_argument_group(
+        "AWS (defaults come from boto3's chain: AWS_PROFILE, config files)"
+    )
     group.add_argument("--region", help="AWS region (default: boto3's configured region)")
     group.add_argument("--profile", help="named profile from ~/.aws/config")
-    group.add_argument("--s3-endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL_S3 or AWS)")
     group.add_argument(
-        "--ec2-endpoint-url", "-U", "--url", dest="ec2_endpoint_url",
+        "--s3-endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL_S3 or AWS)"
+    )
+    group.add_argument(
+        "--ec2-endpoint-url",
+        "-U",
+        "--url",
+        dest="ec2_endpoint_url",
         help="EC2 endpoint (default: AWS_ENDPOINT_URL_EC2 or AWS)",
     )
     group.add_argument(
-        *(("-O", "--aws-access-key", "-o", "--owner-akid") if owner_short_options
-          else ("-O", "--aws-access-key", "--owner-akid")),
+        *(
+            ("-O", "--aws-access-key", "-o", "--owner-akid")
+            if owner_short_options
+            else ("-O", "--aws-access-key", "--owner-akid")
+        ),
         dest="access_key",
         help="access key id (classic option; prefer profiles)",
     )
     group.add_argument(
-        *(("-W", "--aws-secret-key", "-w", "--owner-sak") if owner_short_options
-          else ("-W", "--aws-secret-key", "--owner-sak")),
+        *(
+            ("-W", "--aws-secret-key", "-w", "--owner-sak")
+            if owner_short_options
+            else ("-W", "--aws-secret-key", "--owner-sak")
+        ),
         dest="secret_key",
         help="secret access key (classic option; prefer profiles)",
     )
@@ -55,7 +68,7 @@ def aws_settings_from(args: argparse.Namespace) -> AwsSettings:
 
 @contextmanager
 def aws_settings_for(args: argparse.Namespace) -> Iterator[AwsSettings]:
-    """The settings a command runs with; with ``--local``, an embedded sandbox for this one command."""
+    """The settings a command runs with; with ``--local``, an embedded sandbox for this command."""
     if not getattr(args, "local", False):
         yield aws_settings_from(args)
         return

@@ -21,7 +21,7 @@ def emit(args: argparse.Namespace, document: Any, text: str) -> None:
 
 
 class TqdmProgress:
-    """A ``manifestkit.progress.Progress`` drawn with tqdm on stderr; silent off a TTY or with -q."""
+    """A ``manifestkit.progress.Progress`` drawn with tqdm on stderr; silent off a TTY or -q."""
 
     def __init__(self, *, quiet: bool = False, unit: str = "B") -> None:
         self._disable = quiet or not sys.stderr.isatty()

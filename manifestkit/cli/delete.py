@@ -12,8 +12,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from manifestkit.cli._aws_options import add_aws_options, aws_settings_for
 from manifestkit.cli._arguments import positive_int
+from manifestkit.cli._aws_options import add_aws_options, aws_settings_for
 from manifestkit.cli._output import emit, progress_for
 from manifestkit.errors import ManifestkitError, UsageError
 

@@ -11,7 +11,7 @@ import argparse
 import logging
 import shlex
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
@@ -33,6 +33,9 @@ from manifestkit.cli.tasks import (
 )
 from manifestkit.ec2 import SHUTDOWN_BEHAVIORS, ConversionTask, LaunchSpec, WaitSettings
 from manifestkit.errors import ManifestkitError, UsageError
+
+if TYPE_CHECKING:
+    from manifestkit.uploading import UploadRequest
 
 log = logging.getLogger("manifestkit")
 
@@ -201,7 +204,7 @@ def launch_spec_from(args: argparse.Namespace) -> LaunchSpec:
     )
 
 
-def _upload_request(args: argparse.Namespace) -> Any:
+def _upload_request(args: argparse.Namespace) -> UploadRequest | None:
     """The ``UploadRequest`` for IMAGE, or None with ``--manifest-url``."""
     if args.manifest_url:
         if args.image:

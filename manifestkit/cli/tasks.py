@@ -157,7 +157,6 @@ class ChangeFilter:
         return True
 
 
-
 class TaskBars:
     """One tqdm bar per task on a terminal; one line per change otherwise (never per poll)."""
 

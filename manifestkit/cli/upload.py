@@ -25,6 +25,7 @@ from manifestkit.errors import UsageError
 
 log = logging.getLogger("manifestkit")
 
+
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     upload = subparsers.add_parser(
         "upload",
