@@ -406,23 +406,11 @@ def put_manifest_only(
     presigner = _presigner(conn, settings, request.expires_in, now)
     _write_and_put_manifest(conn.s3, target, presigner)
     plan = target.plan
-    return UploadResult(
-        manifest_url=presigner.url("GET", bucket, plan.manifest_key),
-        bucket=bucket,
-        manifest_key=plan.manifest_key,
-        upload_id=plan.upload_id,
-        region=conn.bucket_region,
-        file_format=target.file_format,
-        file_bytes=plan.file_bytes,
-        volume_gib=target.volume_gib,
-        expires_at=presigner.expires_at.isoformat(),
-        stats=UploadStats(
-            parts=plan.count, put=0, copied=0, kept=0, bytes_sent=0, file_bytes=plan.file_bytes
-        ),
-        manifest_written=True,
-        state_file=str(state_file) if request.record_state else None,
-        converted=False,
+    nothing_sent = UploadStats(
+        parts=plan.count, put=0, copied=0, kept=0, bytes_sent=0, file_bytes=plan.file_bytes
     )
+    result = _result(conn, target, presigner, presigner.expires_at, nothing_sent, written=True)
+    return dataclasses.replace(result, state_file=str(state_file) if request.record_state else None)
 
 
 def _resume_from_state(
@@ -655,6 +643,20 @@ def _run(
     if written:
         _write_and_put_manifest(s3, target, presigner)
         expires_at = presigner.expires_at
+    return _result(conn, target, presigner, expires_at, stats, written=written)
+
+
+def _result(
+    conn: _Connection,
+    target: _Target,
+    presigner: Presigner,
+    expires_at: dt.datetime,
+    stats: UploadStats,
+    *,
+    written: bool,
+) -> UploadResult:
+    """The result of an upload whose manifest is in place: its URL (debug log only) and facts."""
+    plan = target.plan
     url = presigner.url("GET", target.bucket, plan.manifest_key)
     log.debug("manifest URL: %s", url)
     return UploadResult(
