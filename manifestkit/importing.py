@@ -17,7 +17,7 @@ import os
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from manifestkit import ec2
 from manifestkit.aws import AwsSettings, ec2_client, make_session
@@ -43,6 +43,9 @@ from manifestkit.progress import NoProgress, Progress
 from manifestkit.uploading import UploadRequest, UploadResult, put_manifest_only, upload_image
 
 log = logging.getLogger("manifestkit")
+
+#: InstanceImportSpec or VolumeImportSpec
+Spec = TypeVar("Spec", InstanceImportSpec, VolumeImportSpec)
 
 __all__ = [
     "ConversionTaskFailed",
@@ -338,9 +341,9 @@ def _finish(
 def _import(
     action: str,
     command: str,
-    make_spec: Callable[[DiskImageSpec], Any],
-    dry_run: Callable[[Any, Any], bool],
-    call: Callable[[Any, Any], ConversionTask],
+    make_spec: Callable[[DiskImageSpec], Spec],
+    dry_run: Callable[[Any, Spec], bool],
+    call: Callable[[Any, Spec], ConversionTask],
     request: ImportInstanceRequest | ImportVolumeRequest,
     settings: AwsSettings,
     *,

@@ -11,7 +11,8 @@ import argparse
 import logging
 import shlex
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tqdm import tqdm
 
@@ -35,9 +36,13 @@ from manifestkit.ec2 import SHUTDOWN_BEHAVIORS, ConversionTask, LaunchSpec, Wait
 from manifestkit.errors import ManifestkitError, UsageError
 
 if TYPE_CHECKING:
+    from manifestkit.aws import AwsSettings
     from manifestkit.uploading import UploadRequest
 
 log = logging.getLogger("manifestkit")
+
+#: ImportInstanceRequest or ImportVolumeRequest
+Request = TypeVar("Request")
 
 #: with --local the sandbox is fresh each time: this bucket is created on the fly
 LOCAL_BUCKET = "manifestkit-local"
@@ -271,7 +276,9 @@ def _interrupted(args: argparse.Namespace, task_id: str | None) -> int:
     return 130
 
 
-def _on_update_printer(args: argparse.Namespace, seen: dict[str, str]) -> Any:
+def _on_update_printer(
+    args: argparse.Namespace, seen: dict[str, str]
+) -> Callable[[ConversionTask], None]:
     """State changes while waiting: a line each on stderr (unless quiet); remembers the task id."""
     bar_shown = not args.quiet and sys.stderr.isatty()  # TqdmProgress draws bytes converted
     news = ChangeFilter(progress_steps=not bar_shown)
@@ -284,7 +291,13 @@ def _on_update_printer(args: argparse.Namespace, seen: dict[str, str]) -> Any:
     return show
 
 
-def _run(args: argparse.Namespace, action: str, build: Any, start: Any, check: Any) -> int:
+def _run(
+    args: argparse.Namespace,
+    action: str,
+    build: Callable[[argparse.Namespace], Request],
+    start: Callable[..., ConversionTask],
+    check: Callable[[Request, AwsSettings], bool],
+) -> int:
     request = build(args)  # bad input fails here, before anything starts
     seen: dict[str, str] = {}
     try:
@@ -332,7 +345,7 @@ def _run(args: argparse.Namespace, action: str, build: Any, start: Any, check: A
 def run_import_instance(args: argparse.Namespace) -> int:
     from manifestkit.workflow import ImportInstanceRequest, check_import_instance, import_instance
 
-    def build(a: argparse.Namespace) -> Any:
+    def build(a: argparse.Namespace) -> ImportInstanceRequest:
         return ImportInstanceRequest(
             upload=_upload_request(a),
             manifest_url=a.manifest_url,
@@ -343,7 +356,7 @@ def run_import_instance(args: argparse.Namespace) -> int:
             no_upload=a.no_upload,
         )
 
-    def check(request: Any, settings: Any) -> bool:
+    def check(request: ImportInstanceRequest, settings: AwsSettings) -> bool:
         return check_import_instance(request, settings, notify=log.warning)
 
     return _run(args, "ImportInstance", build, import_instance, check)
@@ -352,7 +365,7 @@ def run_import_instance(args: argparse.Namespace) -> int:
 def run_import_volume(args: argparse.Namespace) -> int:
     from manifestkit.workflow import ImportVolumeRequest, check_import_volume, import_volume
 
-    def build(a: argparse.Namespace) -> Any:
+    def build(a: argparse.Namespace) -> ImportVolumeRequest:
         return ImportVolumeRequest(
             availability_zone=a.availability_zone,
             upload=_upload_request(a),

@@ -10,7 +10,7 @@ import argparse
 import logging
 import shlex
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from manifestkit.cli._arguments import (
     add_format_option,
@@ -22,6 +22,9 @@ from manifestkit.cli._arguments import (
 from manifestkit.cli._aws_options import add_aws_options, aws_settings_for
 from manifestkit.cli._output import emit, progress_for
 from manifestkit.errors import UsageError
+
+if TYPE_CHECKING:
+    from manifestkit.uploading import UploadResult
 
 log = logging.getLogger("manifestkit")
 
@@ -71,7 +74,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     resume.set_defaults(run=run_resume)
 
 
-def _report(args: argparse.Namespace, result: Any) -> int:
+def _report(args: argparse.Namespace, result: UploadResult) -> int:
     stats = result.stats
     text = result.manifest_url
     emit(args, result.to_dict(), text)
