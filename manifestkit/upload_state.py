@@ -15,12 +15,12 @@ import datetime as dt
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from manifestkit.errors import UsageError
+from manifestkit.files import atomic_private_file
 from manifestkit.parts import PartPlan
 
 SUFFIX = ".manifestkit-state.json"
@@ -127,20 +127,9 @@ def state_path_for(image: str | os.PathLike[str], state_dir: str | os.PathLike[s
 def write_state(path: Path, state: UploadState) -> None:
     """Atomically replace ``path`` (mode 0600: it names buckets and keys)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".manifestkit-state-", dir=path.parent)  # mode 0600
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(state.to_dict(), out, indent=2)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_private_file(path, prefix=".manifestkit-state-", mode="w") as out:
+        json.dump(state.to_dict(), out, indent=2)
+        out.write("\n")
 
 
 def read_state(path: Path) -> UploadState:
