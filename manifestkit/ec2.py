@@ -40,9 +40,10 @@ from manifestkit.progress import NoProgress, Progress
 
 log = logging.getLogger("manifestkit.ec2")
 
-#: The only Platform value EC2 documents is ``Windows``; the classic tools and EC2-compatible
-#: clouds also take ``Linux``. Anything else is passed through with a warning by the caller.
-KNOWN_PLATFORMS = ("Windows", "Linux")
+#: The only Platform value EC2 documents for ImportInstance (seed: "Valid Values: Windows").
+#: Anything else (``Linux`` for EC2-compatible clouds and the classic tools) is passed through
+#: with a warning by the caller.
+DOCUMENTED_PLATFORM = "Windows"
 SHUTDOWN_BEHAVIORS = ("stop", "terminate")
 #: EC2's limit on conversion tasks active at once per account (design.md §4).
 ACTIVE_TASK_LIMIT = 5

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from manifestkit import ec2
 from manifestkit.aws import AwsSettings, ec2_client, make_session
 from manifestkit.ec2 import (
-    KNOWN_PLATFORMS,
+    DOCUMENTED_PLATFORM,
     ConversionTask,
     DiskImageSpec,
     InstanceImportSpec,
@@ -272,9 +272,9 @@ def _preflight(
 
 
 def _warn_platform(platform: str, notify: Callable[[str], None]) -> None:
-    if platform not in KNOWN_PLATFORMS:
+    if platform != DOCUMENTED_PLATFORM:
         notify(
-            f"platform {platform!r} is neither Windows (the value EC2 documents) nor Linux; "
+            f"platform {platform!r} is not {DOCUMENTED_PLATFORM}, the only value EC2 documents; "
             "sending it anyway (EC2-compatible clouds may accept it)"
         )
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from manifestkit.workflow import UploadRequest, upload_image
 
 from .helpers import WAIT, ZONE, endpoint_flags, final_state, objects, run
@@ -29,7 +30,7 @@ def test_import_instance_wait_json(
             "import-instance",
             str(workdir / "tiny-stream.vmdk"),
             "-p",
-            "Linux",
+            "Windows",
             "-b",
             bucket,
             "-t",
@@ -135,7 +136,7 @@ def test_unknown_instance_type_is_passed_through_and_ec2_decides(
             "import-instance",
             str(workdir / "tiny.raw"),
             "-p",
-            "Linux",
+            "Windows",
             "-t",
             "zz9.plural",
             "-b",
@@ -165,7 +166,7 @@ def test_retry_with_manifest_url_after_a_failed_call(
             "--manifest-url",
             result.manifest_url,
             "-p",
-            "Linux",
+            "Windows",
             "-t",
             "m1.small",
             *WAIT,
@@ -197,9 +198,31 @@ def test_unknown_platform_is_warned_and_passed_through(
         ],
     )
     lines = err.strip().splitlines()
-    assert lines[0].startswith("manifestkit: warning: platform 'Plan9' is neither Windows")
+    assert lines[0].startswith("manifestkit: warning: platform 'Plan9' is not Windows")
     # the sandbox, like EC2, takes Windows and Linux only: its answer names our value
     assert code == 2 and "Plan9" in lines[-1]
+
+
+@pytest.mark.parametrize("platform,warned", [("Windows", False), ("Linux", True)])
+def test_only_windows_goes_unwarned(
+    sandbox: Any, bucket: str, workdir: Path, capsys: Any, platform: str, warned: bool
+) -> None:
+    # the seed documents Platform "Valid Values: Windows"; Linux is sent, with a warning
+    code, _, err = run(
+        capsys,
+        [
+            "import-instance",
+            str(workdir / "tiny.raw"),
+            "-p",
+            platform,
+            "-b",
+            bucket,
+            "--dry-run",
+            *endpoint_flags(sandbox),
+        ],
+    )
+    assert code == 0, err
+    assert ("warning: platform 'Linux' is not Windows" in err) is warned
 
 
 def test_manifest_url_not_reachable_is_exit_1(capsys: Any, sandbox: Any) -> None:

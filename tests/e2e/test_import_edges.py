@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from manifestkit.workflow import UploadRequest, upload_image
 
 from .helpers import ZONE, describe, endpoint_flags, final_state, objects, run
@@ -143,7 +144,7 @@ def test_expired_manifest_url_is_refused_before_any_task(
             "--manifest-url",
             result.manifest_url,
             "-p",
-            "Linux",
+            "Windows",
             *endpoint_flags(sandbox),
         ],
     )

@@ -37,7 +37,7 @@ def test_import_instance_reaches_completed_and_the_instance_exists(
     updates: list[str] = []
     request = ImportInstanceRequest(
         upload=_upload(workdir, images, kind, bucket),
-        platform="Linux",
+        platform="Windows",
         launch=LaunchSpec(instance_type="m1.small", availability_zone=ZONE),
         description=f"e2e {kind}",
     )

@@ -50,7 +50,7 @@ def test_every_command_prints_one_json_document(
     doc = _one_document(
         *run(
             capsys,
-            ["import-instance", image, "-p", "Linux", "-b", bucket, "--dry-run", *JSON, *aws],
+            ["import-instance", image, "-p", "Windows", "-b", bucket, "--dry-run", *JSON, *aws],
         )
     )
     assert doc == {"dry_run": True, "action": "ImportInstance", "allowed": True}
@@ -81,7 +81,7 @@ def test_every_command_prints_one_json_document(
         (["upload", "{missing}", "-b", "{bucket}"], 2, "{missing}"),
         (["upload", "{image}", "-b", "{bucket}", "--part-size", "ten"], 2, "ten"),
         (["import-volume", "{missing}", "-b", "{bucket}", "-z", ZONE], 2, "{missing}"),
-        (["import-instance", "{image}", "-p", "Linux"], 2, "--bucket"),
+        (["import-instance", "{image}", "-p", "Windows"], 2, "--bucket"),
         (["verify", "{missing}"], 2, "{missing}"),
         (["delete", "{missing}"], 2, "{missing}"),
         (["validate", "{missing}"], 2, "{missing}"),

@@ -35,7 +35,7 @@ def test_readme_first_command_import_instance_local_wait(tmp_path: Path, clean_e
     shutil.copytree(SAMPLES, tmp_path / "samples")
     started = time.monotonic()
     done = manifestkit(
-        ["import-instance", "samples/tiny-stream.vmdk", "-p", "Linux", "--local", "--wait"],
+        ["import-instance", "samples/tiny-stream.vmdk", "-p", "Windows", "--local", "--wait"],
         clean_env(),
         tmp_path,
     )

@@ -26,7 +26,7 @@ def _exit_code(argv: list[str]) -> int:
                 "import-instance",
                 "x.raw",
                 "-p",
-                "Linux",
+                "Windows",
                 "--instance-initiated-shutdown-behavior",
                 "explode",
             ],
@@ -37,7 +37,7 @@ def _exit_code(argv: list[str]) -> int:
                 "import-instance",
                 "x.raw",
                 "-p",
-                "Linux",
+                "Windows",
                 "--user-data",
                 "a",
                 "--user-data-file",
@@ -56,8 +56,8 @@ def test_argparse_usage_errors_exit_2(argv: list[str], fragment: str, capsys) ->
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        (["import-instance", "-p", "Linux", "-b", "bkt"], "no image given"),
-        (["import-instance", "disk.raw", "-p", "Linux"], "no bucket given"),
+        (["import-instance", "-p", "Windows", "-b", "bkt"], "no image given"),
+        (["import-instance", "disk.raw", "-p", "Windows"], "no bucket given"),
         (
             [
                 "import-volume",
@@ -88,7 +88,7 @@ def test_argparse_usage_errors_exit_2(argv: list[str], fragment: str, capsys) ->
             [
                 "import-instance",
                 "-p",
-                "Linux",
+                "Windows",
                 "--user-data-file",
                 "/nonexistent/ud",
                 "--manifest-url",

@@ -92,7 +92,7 @@ def test_local_sandbox_creates_the_bucket(tmp_path):
     [
         ["upload", "--bucket", "local-bucket"],
         ["import-volume", "-z", "us-east-1a"],
-        ["import-instance", "-p", "Linux"],
+        ["import-instance", "-p", "Windows"],
     ],
 )
 def test_local_writes_no_state_file_even_with_state_dir(tmp_path, command):
