@@ -141,8 +141,17 @@ def main() -> int:
                 f.seek(offset)
                 f.write(os.urandom(MiB))
         stream = work / "multi-gib-stream.vmdk"
-        qemu("convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", str(src),
-             str(stream))
+        qemu(
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized",
+            str(src),
+            str(stream),
+        )
         src.unlink()
         name = f"{args.stream_gib} GiB streamOptimized VMDK"
         ok &= report_reads(name, measure_reads(stream))
@@ -157,18 +166,44 @@ def main() -> int:
         raw = work / "deep-src.raw"
         semi_compressible_raw(raw, args.deep_gib * GiB)
         deep = work / "deep.vmdk"
-        qemu("convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", str(raw),
-             str(deep))
+        qemu(
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized",
+            str(raw),
+            str(deep),
+        )
         raw.unlink()
         file_bytes = deep.stat().st_size
         ours, ours_rss = timed_child(
-            [sys.executable, "-m", "manifestkit", "inspect", "--deep", "-q", "--output", "json",
-             str(deep)]
+            [
+                sys.executable,
+                "-m",
+                "manifestkit",
+                "inspect",
+                "--deep",
+                "-q",
+                "--output",
+                "json",
+                str(deep),
+            ]
         )
         check, check_rss = timed_child(["qemu-img", "check", "-f", "vmdk", str(deep)])
         full, full_rss = timed_child(
-            ["qemu-img", "convert", "-n", "-f", "vmdk", "--target-image-opts", str(deep),
-             f"driver=null-co,size={args.deep_gib * GiB}"]
+            [
+                "qemu-img",
+                "convert",
+                "-n",
+                "-f",
+                "vmdk",
+                "--target-image-opts",
+                str(deep),
+                f"driver=null-co,size={args.deep_gib * GiB}",
+            ]
         )
         capacity = args.deep_gib * GiB
         print(

@@ -1,3 +1,3 @@
-"""manifestkit: prepare a local disk image for EC2 ImportInstance/ImportVolume and run the import."""
+"""manifestkit: prepare a disk image for EC2 ImportInstance/ImportVolume and run the import."""
 
 __version__ = "0.1.0"

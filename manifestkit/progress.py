@@ -1,4 +1,4 @@
-"""Progress reporting without printing: the library calls a ``Progress``; the CLI renders it with tqdm."""
+"""Progress without printing: the library calls a ``Progress``; the CLI draws it with tqdm."""
 
 from __future__ import annotations
 
