@@ -69,13 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"manifestkit {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"manifestkit.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"manifestkit.cli.{name}":
-                raise
-            continue  # command not built yet
-        module.register(subparsers, common)
+        importlib.import_module(f"manifestkit.cli.{name}").register(subparsers, common)
     return parser
 
 
