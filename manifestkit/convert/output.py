@@ -77,6 +77,16 @@ def check_free_space(output: str, needed: int) -> None:
 def partial_file(output: str, *, overwrite: bool) -> Iterator[tuple[int, str]]:
     """Yield ``(fd, partial_path)`` for a fresh file next to ``output``; on success fsync it,
     rename it to ``output`` and fsync the folder; on any error or Ctrl-C remove it."""
+    if os.path.isdir(output):
+        raise ConversionError(
+            f"{output}: is a folder",
+            fix=f"give the output file's name, e.g. {os.path.join(output, 'disk.vmdk')}",
+        )
+    if os.path.exists(output) and not os.path.isfile(output):
+        # the rename below would replace a device or pipe node itself (as root: /dev/full)
+        raise ConversionError(
+            f"{output}: is not a regular file", fix="give the path of a .vmdk file to write"
+        )
     if os.path.lexists(output) and not overwrite:
         raise ConversionError(f"{output}: already exists", fix="remove it or pass --force")
     folder = os.path.dirname(os.path.abspath(output))

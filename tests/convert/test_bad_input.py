@@ -209,6 +209,17 @@ def test_output_exists_needs_force(mixed_raw: Path, tmp_path: Path) -> None:
     assert out.stat().st_size > 512
 
 
+def test_force_never_replaces_a_device_or_pipe(mixed_raw: Path, tmp_path: Path) -> None:
+    """--force replaces an existing image file, not a device or pipe node (as root, renaming over
+    /dev/full replaced the device with a regular file)."""
+    fifo = tmp_path / "pipe.vmdk"
+    os.mkfifo(fifo)
+    with pytest.raises(ConversionError, match="not a regular file"):
+        convert_image(mixed_raw, fifo, overwrite=True)
+    assert fifo.is_fifo()
+    assert not [p.name for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
 class _InterruptAfter:
     def __init__(self, calls: int) -> None:
         self.calls = calls
@@ -296,7 +307,7 @@ def test_output_folder_missing_or_output_a_folder(mixed_raw: Path, tmp_path: Pat
         convert_image(mixed_raw, tmp_path / "nope" / "out.vmdk")
     folder = tmp_path / "out.vmdk"
     folder.mkdir()
-    with pytest.raises(ConversionError, match="cannot put the converted image in place"):
+    with pytest.raises(ConversionError, match="is a folder"):  # before converting, not after
         convert_image(mixed_raw, folder, overwrite=True)
     assert folder.is_dir() and list(folder.iterdir()) == []
     assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
