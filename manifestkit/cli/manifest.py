@@ -181,6 +181,23 @@ def _image_facts(args: argparse.Namespace) -> tuple[str, int, int]:
     return args.format or info.format, info.file_bytes, info.capacity_bytes
 
 
+def _check_output_path(target: str) -> None:
+    """Refuse, before signing anything, an -o the atomic rename would fail on or replace wrongly
+    (a folder, a device or pipe node, a folder that does not exist)."""
+    if os.path.isdir(target):
+        raise UsageError(
+            f"{target}: is a folder",
+            fix=f"give the manifest file's name, e.g. -o {os.path.join(target, 'manifest.xml')}",
+        )
+    if os.path.exists(target) and not os.path.isfile(target):
+        raise UsageError(f"{target}: is not a regular file", fix="give -o a file path")
+    folder = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(folder):
+        raise UsageError(
+            f"{target}: the folder {folder} does not exist", fix="create it or choose another -o"
+        )
+
+
 def run_manifest(args: argparse.Namespace) -> int:
     validate_bucket_name(args.bucket)
     expires_in = expires_seconds(args.expires)
@@ -197,6 +214,8 @@ def run_manifest(args: argparse.Namespace) -> int:
     target = None if to_stdout else (args.output_file or _default_output(args.image))
     if target is not None and os.path.exists(target) and os.path.samefile(target, args.image):
         raise UsageError(f"{target} is the image itself", fix="give -o another file")
+    if target is not None:
+        _check_output_path(target)
     if target is not None and os.path.lexists(target) and not args.force:
         raise UsageError(
             f"{target} already exists", fix="pass --force to replace it, or -o another file"
@@ -223,7 +242,13 @@ def run_manifest(args: argparse.Namespace) -> int:
         sys.stdout.buffer.flush()
         return 0
     assert target is not None
-    build_manifest_file(target, **build)  # type: ignore[arg-type]
+    try:
+        build_manifest_file(target, **build)  # type: ignore[arg-type]
+    except OSError as exc:
+        raise UsageError(
+            f"{target}: cannot write the manifest: {exc.strerror or exc}",
+            fix="choose a folder you can write to with -o",
+        ) from exc
     log.debug("self-destruct URL: %s", presigner.url("DELETE", args.bucket, plan.manifest_key))
     doc: dict[str, Any] = {
         "manifest": os.path.abspath(target),

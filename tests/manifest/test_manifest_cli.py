@@ -228,6 +228,41 @@ def test_existing_output_not_overwritten(tmp_path, image, capsys, monkeypatch):
     assert code == 2 and "is the image itself" in err
 
 
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_output_path_that_cannot_be_the_manifest(tmp_path, image, capsys, monkeypatch, force):
+    """A missing folder, a folder, or a pipe as -o is bad input (exit 2, one line naming it),
+    never an 'unexpected' error, and --force does not replace a folder or a pipe."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    os.mkfifo(tmp_path / "pipe")
+    for target, words in (
+        ("nope/m.xml", "the folder"),
+        ("folder", "folder: is a folder"),
+        ("pipe", "pipe: is not a regular file"),
+    ):
+        code, _, err = run(
+            capsys, "manifest", str(image), "--bucket", "my-bucket", "-o", target, *force
+        )
+        assert code == 2, err
+        assert err.startswith("manifestkit: error: ") and err.count("\n") == 1
+        assert words in err and "unexpected" not in err
+    assert (tmp_path / "folder").is_dir() and stat.S_ISFIFO(os.lstat(tmp_path / "pipe").st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk.raw", "folder", "pipe"]
+
+
+def test_unwritable_output_folder(tmp_path, image, capsys, monkeypatch):
+    """A folder the user cannot write to (as root it cannot be made one: mkstemp refuses here)."""
+    monkeypatch.chdir(tmp_path)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("manifestkit.files.tempfile.mkstemp", refuse)
+    code, _, err = run(capsys, "manifest", str(image), "--bucket", "my-bucket", "-o", "m.xml")
+    assert code == 2 and err.count("\n") == 1
+    assert "m.xml: cannot write the manifest: Permission denied" in err
+
+
 def test_no_credentials(tmp_path, image, capsys, monkeypatch, no_network, no_aws_credentials):
     monkeypatch.chdir(tmp_path)
     code, _, err = run(capsys, "manifest", str(image), "--bucket", "my-bucket")
