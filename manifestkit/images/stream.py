@@ -146,6 +146,7 @@ def check_stream(
     footer = eos = False
     end = header.overhead * SECTOR
     progress.start(reader.size, "checking grains")
+    progress.advance(end)  # header, descriptor, leading tables: read already, not walked again
     try:
         for pos, marker, data in iter_markers(
             reader, end, max_grain_data=max_compressed, progress=progress
