@@ -173,7 +173,7 @@ def _image_facts(args: argparse.Namespace) -> tuple[str, int, int]:
         if not args.dont_verify_format:
             raise NotImportableError(
                 f"{args.image} cannot be imported as it is: {reasons}",
-                fix="convert it (manifestkit convert) or pass --dont-verify-format",
+                fix="or pass --dont-verify-format to write the manifest anyway",
             )
         log.warning(
             "%s: %s (writing the manifest anyway: --dont-verify-format)", args.image, reasons

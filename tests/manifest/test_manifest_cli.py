@@ -283,6 +283,7 @@ def test_non_importable_image_refused_unless_dont_verify(tmp_path, capsys, monke
     subprocess.run(["qemu-img", "create", "-q", "-f", "vmdk", str(vmdk), "64M"], check=True)
     code, _, err = run(capsys, "manifest", str(vmdk), "--bucket", "my-bucket")
     assert code == 2 and "cannot be imported" in err and "--dont-verify-format" in err
+    assert err.count("convert it") == 1, err  # the problem's own fix, not repeated after it
     code, _, err = run(
         capsys, "manifest", str(vmdk), "--bucket", "my-bucket", "--dont-verify-format"
     )
