@@ -81,7 +81,8 @@ def import_problems(info: ImageInfo) -> list[str]:
             parent = details.get("parent_name") or "its parent"
             problems.append(
                 f"this is a differencing VHD that needs {parent}; ImportInstance refuses "
-                f"differencing disks; merge it into its parent first, or {fix}"
+                "differencing disks and manifestkit cannot convert one; merge it into its parent "
+                "first (Hyper-V: Edit Disk > Merge), then inspect the merged disk"
             )
         if info.capacity_bytes > MAX_VHD_BYTES:
             problems.append(

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from manifestkit.errors import ImageError
+from manifestkit.convert import convert_image
+from manifestkit.errors import ConversionError, ImageError
 from manifestkit.images import inspect_image
 
 #: ../shared/corpus from the project root (/work/main -> /work/shared/corpus)
@@ -48,7 +49,12 @@ def test_agrees_with_qemu_img(
 def test_differencing_names_its_parent(tmp_path: Path) -> None:
     info = inspect_image(unpack("fat-differential.vhd", tmp_path))
     assert info.details["parent_name"].endswith("fat-parent.vhd")
-    assert any("differencing" in p and "manifestkit convert" in p for p in info.problems)
+    (problem,) = [p for p in info.problems if "differencing" in p]
+    assert "merge it into its parent" in problem
+    # convert refuses a differencing VHD, so the advice must not send the user there first
+    assert "manifestkit convert" not in problem
+    with pytest.raises(ConversionError, match="differencing"):
+        convert_image(info.path, tmp_path / "out.vmdk")
 
 
 @pytest.mark.parametrize("name", ["image.vhd", "image-differential.vhd"])
