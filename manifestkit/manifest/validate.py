@@ -197,8 +197,9 @@ class _Checker:
             self.add(
                 "/manifest",
                 "method-unverified",
-                "no credentials given: the URLs' methods (HEAD/GET/DELETE) were not verified; "
-                "a SigV4 URL does not carry its method, only its signature does",
+                "the URLs' methods (HEAD/GET/DELETE) were not verified: that needs the signing "
+                "credentials (manifestkit validate --verify-signatures); a SigV4 URL does not "
+                "carry its method, only its signature does",
                 "note",
             )
         elif self.other_access_key:

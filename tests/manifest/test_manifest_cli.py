@@ -308,6 +308,8 @@ def test_validate_fresh_manifest_with_signatures(tmp_path, image, capsys, monkey
     assert (code, out, err) == (0, "m.xml: valid\n", "")
     code, out, _ = run(capsys, "validate", "m.xml", "--output", "json")
     assert code == 0 and [p["rule"] for p in json.loads(out)] == ["method-unverified"]
+    # the note says how to verify them: the user may well have credentials, just not the flag
+    assert "--verify-signatures" in json.loads(out)[0]["message"]
     code, out, _ = run(capsys, "validate", "m.xml", "--image", str(image))
     assert code == 0, out
 
