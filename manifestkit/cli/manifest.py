@@ -127,7 +127,8 @@ def _register_validate(
     parser.add_argument(
         "--image",
         metavar="IMAGE",
-        help="the image the manifest is for: check volume-size against its capacity",
+        help="the image the manifest is for: check size against its file size and volume-size "
+        "against its capacity",
     )
     add_aws_options(parser, local=False, owner_short_options=False)
     parser.set_defaults(run=run_validate)
@@ -281,12 +282,13 @@ def run_validate(args: argparse.Namespace) -> int:
         from manifestkit.aws import frozen_credentials
 
         credentials = frozen_credentials(make_session(aws_settings_from(args)))
-    capacity = None
+    capacity = file_bytes = None
     if args.image:
         from manifestkit.images import inspect_image
 
         try:
-            capacity = inspect_image(args.image).capacity_bytes
+            info = inspect_image(args.image)
+            capacity, file_bytes = info.capacity_bytes, info.file_bytes
         except ImageError as exc:
             raise UsageError(f"--image: {exc}") from exc
     problems = validate_manifest(
@@ -294,6 +296,7 @@ def run_validate(args: argparse.Namespace) -> int:
         credentials=credentials,
         now=dt.datetime.now(dt.timezone.utc),
         capacity_bytes=capacity,
+        file_bytes=file_bytes,
     )
     errors = errors_only(problems)
     name = args.manifest

@@ -61,10 +61,12 @@ class _Checker:
         credentials: Credentials | None,
         now: dt.datetime | None,
         capacity_bytes: int | None,
+        file_bytes: int | None = None,
     ) -> None:
         self.credentials = credentials
         self.now = now
         self.capacity_bytes = capacity_bytes
+        self.file_bytes = file_bytes
         self.problems: list[Problem] = []
         self.counts: Counter[str] = Counter()
         self.header: ManifestHeader | None = None
@@ -88,6 +90,14 @@ class _Checker:
         path = "/manifest/import/volume-size"
         if header.volume_size < 1:
             self.add(path, "volume-size", "volume-size must be at least 1 GiB")
+        if self.file_bytes is not None and header.size != self.file_bytes:
+            # design.md §2: <size> is the image file's size, the bytes the parts hold
+            self.add(
+                "/manifest/import/size",
+                "image-size",
+                f"size {header.size} but the image file is {self.file_bytes} bytes: the manifest "
+                "is for another image, or the image changed after it was written",
+            )
         if self.capacity_bytes is not None:
             needed = volume_gib_for(self.capacity_bytes)
             if header.volume_size < needed:
@@ -327,16 +337,18 @@ def validate_manifest(
     credentials: Credentials | None = None,
     now: dt.datetime | None = None,
     capacity_bytes: int | None = None,
+    file_bytes: int | None = None,
 ) -> list[Problem]:
     """Every problem found, worst first; an empty list (or notes only) means valid.
 
     ``credentials`` let the check recompute each URL's signature for its element's method
     (HEAD/GET/DELETE); without them that is reported as a note. ``now`` enables the
-    already-expired check; ``capacity_bytes`` (from ``ImageInfo``) the volume-size check.
+    already-expired check; ``capacity_bytes`` (from ``ImageInfo``) the volume-size check;
+    ``file_bytes`` (the image file's size) the check that ``size`` is that image's.
     Not XML, hostile XML (DOCTYPE/entities) and XML of another kind raise ``ManifestError``.
     """
     events = ManifestEvents(source)
-    checker = _Checker(credentials, now, capacity_bytes)
+    checker = _Checker(credentials, now, capacity_bytes, file_bytes)
     try:
         for kind, raw in events:
             if kind == "parts":

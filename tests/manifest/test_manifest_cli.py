@@ -312,6 +312,11 @@ def test_validate_fresh_manifest_with_signatures(tmp_path, image, capsys, monkey
     assert "--verify-signatures" in json.loads(out)[0]["message"]
     code, out, _ = run(capsys, "validate", "m.xml", "--image", str(image))
     assert code == 0, out
+    other = tmp_path / "other.raw"
+    other.write_bytes(b"\1" * (image.stat().st_size + 512))
+    code, out, _ = run(capsys, "validate", "m.xml", "--image", str(other))
+    assert code == 2 and "[image-size]" in out
+    assert f"the image file is {other.stat().st_size} bytes" in out
 
 
 def test_validate_invalid_lists_each_problem(tmp_path, capsys):
