@@ -32,6 +32,7 @@ from manifestkit.cli.tasks import (
     format_task,
     poll_interval,
 )
+from manifestkit.cli.upload import _resume_command
 from manifestkit.ec2 import SHUTDOWN_BEHAVIORS, ConversionTask, LaunchSpec, WaitSettings
 from manifestkit.errors import ManifestkitError, UsageError
 
@@ -326,9 +327,15 @@ def _run(
         raise
     extra: dict[str, Any] = {}
     if args.no_upload and args.image:
-        hint = shlex.join(["manifestkit", "resume", task.manifest_url or "URL", args.image])
-        extra["next"] = hint
-        log.warning("the parts are not uploaded yet; send them with: %s", hint)
+        # stdout is where the command's result (and so a bearer URL) may go; stderr names none
+        extra["next"] = shlex.join(
+            ["manifestkit", "resume", task.manifest_url or "URL", args.image]
+        )
+        log.warning(
+            "the parts are not uploaded yet; send them with: %s (or manifestkit resume "
+            "MANIFEST_URL IMAGE)",
+            _resume_command(args),
+        )
     _report_task(args, task, extra)
     if args.wait and not task.succeeded:
         print(

@@ -4,6 +4,7 @@ delete refusing while a task reads the manifest, and refused credentials."""
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -225,6 +226,28 @@ def test_no_upload_then_resume_completes_the_task(
     (task,) = json.loads(out)["tasks"]
     assert task["state"] == "completed" and task["bytes_converted"] == image.stat().st_size
     assert ec2.describe_volumes(VolumeIds=task["volume_ids"])["Volumes"]
+
+
+def test_no_upload_names_no_url_on_stderr_and_its_resume_hint_completes_the_task(
+    sandbox: Any, bucket: str, workdir: Path, ec2: Any, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the presigned manifest URL is a bearer token: stdout (the result) only, never stderr
+    monkeypatch.setenv("MANIFESTKIT_SANDBOX_PART_WAIT", "60")
+    image = workdir / "tiny-dynamic.vhd"
+    argv = ["import-volume", str(image), "-z", ZONE, "-b", bucket, "--no-upload"]
+    code, out, err = run(capsys, [*argv, *endpoint_flags(sandbox)])
+    assert code == 0, err
+    assert "X-Amz-Signature" not in err and "X-Amz-Credential" not in err
+    (hint,) = [line for line in err.splitlines() if "not uploaded yet" in line]
+    command = hint.split("send them with: ", 1)[1].split(" (or ", 1)[0]
+    words = shlex.split(command)
+    assert words[:4] == ["manifestkit", "upload", str(image), "--resume"]
+    task_id = next(line.split()[0] for line in out.splitlines() if line.startswith("import-vol-"))
+    assert describe(ec2, task_id)["State"] == "active"
+    code, _, err = run(capsys, [*words[1:], "--ec2-endpoint-url", sandbox.ec2_endpoint_url])
+    assert code == 0, err
+    task = final_state(ec2, task_id)
+    assert task["State"] == "completed", task.get("StatusMessage")
 
 
 def test_delete_refuses_while_a_task_reads_the_manifest(
