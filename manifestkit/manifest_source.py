@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import shutil
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -66,9 +68,33 @@ def local_manifest(source: str, *, s3_client: Callable[[], Any] | None = None) -
         os.unlink(tmp)
 
 
+def _s3_error(body: bytes) -> str:
+    """``Code: Message`` of an S3 error document (one line), or the body's start when it is none."""
+    code = re.search(rb"<Code>([^<]{1,200})</Code>", body)
+    message = re.search(rb"<Message>([^<]{1,400})</Message>", body)
+    if code is None:
+        return " ".join(body[:200].decode(errors="replace").split())
+    text = code.group(1).decode(errors="replace")
+    if message is not None:
+        text += ": " + message.group(1).decode(errors="replace")
+    return " ".join(text.split())
+
+
+def _check_complete(url: str) -> None:
+    """A presigned URL without its signature was cut short, mostly by a shell at an unquoted '&'."""
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
+    if "X-Amz-Algorithm" in query and "X-Amz-Signature" not in query:
+        raise UsageError(
+            "the manifest URL has no X-Amz-Signature: it was cut short (a shell ends an "
+            "unquoted URL at the first '&')",
+            fix="put the whole URL in single quotes",
+        )
+
+
 def _fetch(url: str, out: Any, s3_client: Callable[[], Any] | None) -> None:
     from manifestkit.presign import PresignedUrlError, parse_presigned_url
 
+    _check_complete(url)
     try:
         with urllib.request.urlopen(urllib.request.Request(url), timeout=HTTP_TIMEOUT) as response:
             shutil.copyfileobj(response, out, 1 << 20)
@@ -101,7 +127,8 @@ def _fetch(url: str, out: Any, s3_client: Callable[[], Any] | None) -> None:
             fix="give the local manifest file, or run 'manifestkit resume' to issue fresh URLs",
         )
     raise RemoteError(
-        f"the manifest URL answers HTTP {status}: {body[:200].decode(errors='replace')}"
+        f"the manifest URL answers HTTP {status}: {_s3_error(body)}",
+        fix="give the complete presigned GET URL that manifestkit upload printed, in quotes",
     )
 
 

@@ -220,3 +220,25 @@ def test_verify_reports_a_url_the_server_refuses(uploaded, tmp_path):
     problems = json.loads(out)["problems"]
     assert [(p["index"], p["kind"]) for p in problems] == [(1, "denied")]
     assert "403" in problems[0]["message"]
+
+
+def test_a_manifest_url_cut_at_an_ampersand_or_refused_is_one_line_with_the_fix(s3server, uploaded):
+    # an unquoted URL in a shell ends at its first '&': bad input (2), said before any fetch
+    image, result, _ = uploaded
+    cut = result.manifest_url.split("&", 1)[0]
+    for argv in (
+        ("verify", cut),
+        ("delete", cut, *s3server.cli_args()),
+        ("resume", cut, str(image), *s3server.cli_args()),
+    ):
+        code, out, err = run_cli(*argv)
+        assert code == 2, err
+        assert err.count("\n") == 1 and "single quotes" in err, err
+    # a URL S3 refuses (signature changed): S3's own code and message on one line, exit 1
+    status, body = http("GET", result.manifest_url.replace("X-Amz-Signature=", "X-Amz-Signature=0"))
+    assert status == 403 and b"<Code>SignatureDoesNotMatch</Code>" in body
+    tampered = result.manifest_url.replace("X-Amz-Signature=", "X-Amz-Signature=0")
+    code, out, err = run_cli("verify", tampered)
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1 and "HTTP 403: SignatureDoesNotMatch: " in err, err
+    assert "<Error>" not in err
