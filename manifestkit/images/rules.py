@@ -44,6 +44,26 @@ def convert_fix(path: str) -> str:
     return f"convert it to a streamOptimized VMDK: manifestkit convert {shlex.quote(path)} OUT.vmdk"
 
 
+def qemu_fix(path: str) -> str:
+    """The fix for what ``manifestkit convert`` refuses but qemu-img reads (it follows a
+    snapshot's parent chain and reads ESX sparse extents)."""
+    return (
+        "convert it with qemu-img: qemu-img convert -O vmdk -o subformat=streamOptimized "
+        f"{shlex.quote(path)} OUT.vmdk"
+    )
+
+
+def _vmdk_parent(info: ImageInfo) -> str | None:
+    """The parent a snapshot (delta) VMDK needs, or None for a whole disk (parentCID ffffffff)."""
+    descriptor = info.details.get("descriptor")
+    if not isinstance(descriptor, dict):
+        return None
+    cid = descriptor.get("parentCID")
+    if not cid or str(cid).lower() == "ffffffff":
+        return None
+    return str(descriptor.get("parentFileNameHint") or "its parent disk")
+
+
 def import_problems(info: ImageInfo) -> list[str]:
     """The rule-based problems for ``info`` (not counting those its reader already found)."""
     problems: list[str] = []
@@ -51,7 +71,15 @@ def import_problems(info: ImageInfo) -> list[str]:
     details = info.details
     if info.format == "VMDK":
         kind = details.get("kind")
-        if kind == "vmdk-descriptor" or info.subformat in DESCRIPTOR_ONLY_TYPES:
+        parent = _vmdk_parent(info)
+        if parent is not None:
+            # converting a delta alone would drop every grain it does not hold
+            problems.append(
+                f"this is a snapshot (delta) disk that needs {parent}; ImportInstance takes one "
+                "whole disk and manifestkit cannot convert a snapshot; consolidate the snapshots "
+                f"in the hypervisor, or {qemu_fix(info.path)}"
+            )
+        elif kind == "vmdk-descriptor" or info.subformat in DESCRIPTOR_ONLY_TYPES:
             files = details.get("extent_files") or []
             problems.append(
                 f"this is a {info.subformat} VMDK descriptor whose data is in {len(files)} other "
@@ -66,6 +94,11 @@ def import_problems(info: ImageInfo) -> list[str]:
             problems.append(
                 "this is one extent of a split VMDK (no embedded descriptor); convert the "
                 "descriptor file that lists it: manifestkit convert DESCRIPTOR.vmdk OUT.vmdk"
+            )
+        elif kind in ("vmdk-cowd", "vmdk-sesparse"):  # manifestkit convert refuses these
+            problems.append(
+                f"ImportInstance takes only streamOptimized VMDKs, not {info.subformat}; "
+                f"{qemu_fix(info.path)}"
             )
         elif info.subformat != "streamOptimized":
             problems.append(

@@ -513,16 +513,12 @@ def read_sparse(reader: ImageReader) -> ImageInfo:
             "extents": [e.__dict__ for e in descriptor.extents],
             "ddb": dict(descriptor.ddb),
             "parentCID": descriptor.parent_cid,
+            "parentFileNameHint": descriptor.fields.get("parentFileNameHint"),
         }
         if descriptor.capacity_sectors != real.capacity:
             details.setdefault("warnings", []).append(  # type: ignore[union-attr]
                 f"the descriptor's extents add up to {descriptor.capacity_sectors} sectors but the "
                 f"header says {real.capacity}; using the header"
-            )
-        if descriptor.parent_cid and descriptor.parent_cid.lower() != "ffffffff":
-            problems.append(
-                "it is a delta (snapshot) disk that needs its parent disk; merge the snapshot "
-                "chain first, or convert it: manifestkit convert IMAGE OUT.vmdk"
             )
     return ImageInfo(
         path=reader.path,
@@ -565,6 +561,7 @@ def read_descriptor_file(reader: ImageReader) -> ImageInfo:
             "extents": extents,
             "ddb": dict(descriptor.ddb),
             "parentCID": descriptor.parent_cid,
+            "parentFileNameHint": descriptor.fields.get("parentFileNameHint"),
         },
         "extent_files": [e.filename for e in descriptor.extents if e.filename is not None],
     }

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from manifestkit.errors import ImageError, NotImportableError
+from manifestkit.convert import convert_image
+from manifestkit.errors import ConversionError, ImageError, NotImportableError
 from manifestkit.images import detect, inspect_image
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
@@ -52,7 +53,11 @@ def test_cowd_is_vmdk_not_importable(tmp_path: Path) -> None:
     info = inspect_image(path)
     assert (info.format, info.subformat, info.capacity_bytes) == ("VMDK", "vmfsSparse", 8192 * 512)
     assert not info.importable
-    assert any("manifestkit convert" in p for p in info.problems)
+    # manifestkit convert refuses COWD, so the advice is qemu-img's
+    assert any("qemu-img convert" in p for p in info.problems)
+    assert not any("manifestkit convert" in p for p in info.problems)
+    with pytest.raises(ConversionError, match="cannot convert"):
+        convert_image(path, tmp_path / "out.vmdk")
 
 
 def test_sesparse_is_vmdk_not_importable(tmp_path: Path) -> None:
@@ -61,6 +66,9 @@ def test_sesparse_is_vmdk_not_importable(tmp_path: Path) -> None:
     info = inspect_image(path)
     assert (info.format, info.subformat, info.capacity_bytes) == ("VMDK", "seSparse", 20480 * 512)
     assert not info.importable
+    assert not any("manifestkit convert" in p for p in info.problems)
+    with pytest.raises(ConversionError, match="cannot convert"):
+        convert_image(path, tmp_path / "out.vmdk")
 
 
 def test_sesparse_absurd_capacity(tmp_path: Path) -> None:

@@ -128,3 +128,36 @@ def test_over_16_tib_is_not_importable(qemu_img, tmp_path: Path, subformat: str)
         assert info.details["bytes_read"] <= MiB
     finally:
         path.unlink()
+
+
+@pytest.mark.parametrize(
+    "subformat", ["monolithicSparse", "streamOptimized", "twoGbMaxExtentSparse"]
+)
+def test_snapshot_advice_is_one_that_works(qemu_img, tmp_path: Path, subformat: str) -> None:
+    """A snapshot is reported as one, naming its parent, and the advice is qemu-img (which reads
+    the chain), not ``manifestkit convert`` (which refuses snapshots)."""
+    from manifestkit.convert import convert_image
+    from manifestkit.errors import ConversionError
+
+    base = tmp_path / "base.vmdk"
+    qemu_img("create", "-q", "-f", "vmdk", str(base), "4M")
+    delta = tmp_path / "base-000001.vmdk"
+    qemu_img(
+        "create", "-q", "-f", "vmdk", "-o", f"subformat={subformat}",
+        "-b", base.name, "-F", "vmdk", str(delta),
+    )  # fmt: skip
+    oracle = qemu_img.info(delta)
+    assert oracle["backing-filename"] == base.name
+    info = inspect_image(delta)
+    assert not info.importable
+    (problem,) = info.problems
+    assert "snapshot" in problem and base.name in problem
+    assert f"qemu-img convert -O vmdk -o subformat=streamOptimized {delta}" in problem
+    assert "manifestkit convert" not in problem
+    with pytest.raises(ConversionError, match="snapshot"):
+        convert_image(delta, tmp_path / "out.vmdk")
+    qemu_img(  # the advice works: the chain becomes one importable disk
+        "convert", "-O", "vmdk", "-o", "subformat=streamOptimized", str(delta),
+        str(tmp_path / "merged.vmdk"),
+    )  # fmt: skip
+    assert inspect_image(tmp_path / "merged.vmdk").importable
