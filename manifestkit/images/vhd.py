@@ -288,6 +288,7 @@ def read_vhd(reader: ImageReader) -> ImageInfo:
         )
     footer = parse_footer(tail)
     check_footer(footer)
+    problems: list[str] = []
     details: dict[str, object] = {
         "kind": "vhd",
         "creator_app": footer.creator_app.decode("latin-1"),
@@ -310,10 +311,12 @@ def read_vhd(reader: ImageReader) -> ImageInfo:
     else:
         head = reader.read_at(0, FOOTER_BYTES, what="the VHD footer copy")
         if head != tail:
-            raise ImageError(
-                "VHD footer copy at the start differs from the footer at the end (AWS refuses it: "
-                "'Footers not identical')",
-                fix=f"repair or re-export the VHD, or {convert_fix(reader.path)}",
+            # readable (the footer at the end is the one the spec reads), only AWS refuses it:
+            # a problem, not an error, so that manifestkit convert (which reads it) can run
+            problems.append(
+                "the VHD footer copy at the start differs from the footer at the end; AWS "
+                f"refuses it ('Footers not identical'); re-export the VHD, or "
+                f"{convert_fix(reader.path)}"
             )
         dyn = parse_dynamic_header(
             reader.read_at(
@@ -336,6 +339,7 @@ def read_vhd(reader: ImageReader) -> ImageInfo:
         file_bytes=reader.size,
         capacity_bytes=footer.current_size,
         importable=True,
+        problems=tuple(problems),
         details=details,
     )
 
