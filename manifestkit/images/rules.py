@@ -7,6 +7,7 @@ before they upload anything.
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import replace
 
@@ -81,6 +82,13 @@ def import_problems(info: ImageInfo) -> list[str]:
             )
         elif kind == "vmdk-descriptor" or info.subformat in DESCRIPTOR_ONLY_TYPES:
             files = details.get("extent_files") or []
+            missing = details.get("missing_extent_files") or []
+            if missing:  # converting would fail on the first one: say that first
+                folder = os.path.dirname(os.path.abspath(info.path))
+                fix = (
+                    f"{', '.join(missing)} is missing from {folder}; copy every file of the disk "
+                    f"next to the descriptor, then {fix}"
+                )
             problems.append(
                 f"this is a {info.subformat} VMDK descriptor whose data is in {len(files)} other "
                 f"file(s); ImportInstance takes one streamOptimized file; {fix}"

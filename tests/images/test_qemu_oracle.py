@@ -161,3 +161,22 @@ def test_snapshot_advice_is_one_that_works(qemu_img, tmp_path: Path, subformat: 
         str(tmp_path / "merged.vmdk"),
     )  # fmt: skip
     assert inspect_image(tmp_path / "merged.vmdk").importable
+
+
+@pytest.mark.parametrize("subformat", ["monolithicFlat", "twoGbMaxExtentSparse"])
+def test_descriptor_without_its_extents_says_so(qemu_img, tmp_path: Path, subformat: str) -> None:
+    """Copying only the small descriptor .vmdk is a common slip: say which file is missing before
+    advising a convert that would fail on it."""
+    from manifestkit.convert import convert_image
+    from manifestkit.errors import ImageError
+
+    path = tmp_path / "disk.vmdk"
+    qemu_img("create", "-q", "-f", "vmdk", "-o", f"subformat={subformat}", str(path), "4M")
+    (extent,) = [p for p in tmp_path.iterdir() if p != path]
+    extent.unlink()
+    info = inspect_image(path)
+    assert not info.importable
+    (problem,) = info.problems
+    assert f"{extent.name} is missing" in problem and "copy every file" in problem
+    with pytest.raises(ImageError, match="missing"):
+        convert_image(path, tmp_path / "out.vmdk")
