@@ -15,6 +15,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import shlex
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -342,6 +343,8 @@ def upload_image(
             request, settings, progress=progress, cancel=cancel, notify=notify, now=now
         )
     bucket = _require_bucket(request)
+    if request.record_state:
+        _refuse_replacing_unfinished(request)
     conn = _connect(
         settings,
         bucket,
@@ -372,6 +375,27 @@ def upload_image(
             write_state(state_file, dataclasses.replace(state, complete=True))
     return dataclasses.replace(
         result, state_file=str(state_file) if request.record_state else None, converted=converted
+    )
+
+
+def _refuse_replacing_unfinished(request: UploadRequest) -> None:
+    """A new upload would overwrite the record of an unfinished one (Ctrl-C, a failure, or
+    ``--no-upload``), sending everything again and leaving the parts already sent in S3 with
+    nothing left to resume or delete them by: refuse, and say how to continue or start over."""
+    found = find_state(request.image, request.state_dir)
+    if found is None or found[1].complete:
+        return
+    state_file, state = found
+    folder = state.plan().key_prefix
+    resume = shlex.join(
+        ["manifestkit", "upload", request.image, "--resume"]
+        + (["--state-dir", request.state_dir] if request.state_dir else [])
+    )
+    raise UsageError(
+        f"{request.image}: an unfinished upload of it to s3://{state.bucket}/{folder} is "
+        f"recorded in {state_file}",
+        fix=f"continue it with: {resume}; or, to start over, delete {state_file} (the parts "
+        "already sent stay in S3 until you delete them)",
     )
 
 

@@ -125,6 +125,37 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(s3server, bucket, tmp_path):
         assert_parts_match(fetch_manifest(out.strip(), tmp_path / "m.xml"), image)
 
 
+def test_running_the_interrupted_command_again_refuses_and_names_the_resume(
+    s3server, bucket, tmp_path
+):
+    # the same command again after Ctrl-C would send everything under a new id and overwrite
+    # the record of the parts already sent, so nothing could resume or delete them any more
+    image = random_image(tmp_path / "again.raw", 40 * PART, seed=23)
+    with FaultProxy(s3server.endpoint_url, delay=0.15) as proxy:
+        process = _start_upload(s3server, bucket, image, proxy.url)
+        _wait_for_puts(proxy, 5, process)
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+        assert process.returncode == 130
+    state_file = image.parent / (image.name + ".manifestkit-state.json")
+    recorded = state_file.read_bytes()
+    s3 = s3server.client()
+    before = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+    argv = ["upload", str(image), "--bucket", bucket, "--part-size", str(PART), "-q"]
+    code, out, err = run_cli(*argv, *s3server.cli_args())
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and str(state_file) in err
+    assert f"manifestkit upload {image} --resume" in err
+    assert state_file.read_bytes() == recorded
+    assert {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])} == before
+    code, out, err = run_cli("upload", str(image), "--resume", "-q", *s3server.cli_args())
+    assert code == 0, err
+    assert_parts_match(fetch_manifest(out.strip(), tmp_path / "m.xml"), image)
+    # once complete, a new upload of the same image is fine again
+    code, out, err = run_cli(*argv, *s3server.cli_args())
+    assert code == 0, err
+
+
 def test_resume_from_manifest_renews_expiring_urls_without_resending(s3server, bucket, tmp_path):
     image = random_image(tmp_path / "aging.raw", 3 * MiB + 5, seed=23)
     signed = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=6, hours=12)
