@@ -38,6 +38,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers {args.workers}: give a number of threads of at least 1")
+    if args.target == "-":
+        raise UsageError(
+            "OUTPUT '-': convert writes a file, not stdout",
+            fix="give a file name (./- for a file called '-')",
+        )
     source = inspect_image(args.source)
     started = time.monotonic()
     info = convert_image(

@@ -55,3 +55,17 @@ def test_missing_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert main(["convert", str(tmp_path / "nope.vmdk"), str(tmp_path / "x.vmdk")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("manifestkit: error: ") and "nope.vmdk" in err and "\n" not in err
+
+
+def test_dash_is_not_a_file_named_dash(
+    mixed_raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    """'-' means stdout/stdin elsewhere (manifest -o -, validate -); convert cannot stream there,
+    so it says so instead of quietly writing a file called '-'."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["convert", str(mixed_raw), "-"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("manifestkit: error: ") and err.count("\n") == 1 and "./-" in err
+    assert not (tmp_path / "-").exists()
+    assert main(["convert", "-q", str(mixed_raw), "./-"]) == 0  # the way to ask for that name
+    assert (tmp_path / "-").stat().st_size > 512
