@@ -8,6 +8,7 @@ when it is already importable, or a converted temporary copy that is removed aft
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from manifestkit.convert.output import (
     check_free_space,
     check_not_an_input,
+    least_output_bytes,
     partial_file,
     worst_case_output_bytes,
 )
@@ -52,7 +54,7 @@ def convert_image(
         if disk.capacity == 0:
             raise ImageError(f"{source}: the disk is empty (0 bytes)", fix="give the disk image")
         check_not_an_input(output, (source, *disk.files))
-        check_free_space(output, worst_case_output_bytes(disk))
+        check_free_space(output, worst_case_output_bytes(disk), least=least_output_bytes(disk))
         with partial_file(output, overwrite=overwrite) as (fd, partial):
             try:
                 stats = write_stream_optimized(
@@ -64,7 +66,12 @@ def convert_image(
                     progress=progress,
                 )
             except OSError as exc:
-                raise ConversionError(f"{output}: cannot write: {exc.strerror or exc}") from exc
+                raise ConversionError(
+                    f"{output}: cannot write: {exc.strerror or exc}",
+                    fix="free some space or write the output to another disk"
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                    else None,
+                ) from exc
             os.fsync(fd)
             written = inspect_image(partial)
             if written.capacity_bytes != stats.capacity_sectors * 512 or not written.importable:

@@ -4,6 +4,7 @@ file under the final name (written to a ``.partial`` name, fsynced, renamed when
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -12,6 +13,8 @@ from collections.abc import Iterator, Sequence
 from manifestkit.convert.disk import SECTOR, ExtentKind, VirtualDisk
 from manifestkit.convert.streamopt import GRAIN_BYTES, GT_SPAN
 from manifestkit.errors import ConversionError
+
+log = logging.getLogger("manifestkit")
 
 
 def check_not_an_input(output: str, inputs: Sequence[str]) -> None:
@@ -55,7 +58,20 @@ def worst_case_output_bytes(disk: VirtualDisk) -> int:
     return grains * per_grain + tables * 5 * SECTOR + 64 * 1024
 
 
-def check_free_space(output: str, needed: int) -> None:
+def least_output_bytes(disk: VirtualDisk) -> int:
+    """The output of an all-zero disk: header, descriptor, the directory, footer (no grains)."""
+    tables = -(-disk.capacity // GT_SPAN)
+    return -(-4 * tables // SECTOR) * SECTOR + 64 * 1024
+
+
+def check_free_space(output: str, needed: int, *, least: int = 0) -> None:
+    """Refuse when not even ``least`` bytes fit; only warn when the worst case ``needed`` does not.
+
+    The worst case counts every allocated grain as incompressible, but a disk copied block by
+    block (dd) is all allocated and mostly zeros, which cost nothing: refusing on it would block
+    conversions that fit, with no way round. A disk that fills up mid-way still leaves nothing
+    behind (``partial_file``) and says so.
+    """
     folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
         raise ConversionError(
@@ -65,11 +81,20 @@ def check_free_space(output: str, needed: int) -> None:
         free = shutil.disk_usage(folder).free
     except OSError as exc:
         raise ConversionError(f"{folder}: cannot check free space: {exc.strerror}") from exc
-    if free < needed:
+    if free < least:
         raise ConversionError(
-            f"{output}: not enough free space in {folder}: the converted image may need up to "
-            f"{needed} bytes and {free} are free",
+            f"{output}: not enough free space in {folder}: the converted image needs at least "
+            f"{least} bytes and {free} are free",
             fix="free some space or write the output to another disk",
+        )
+    if free < needed:
+        log.warning(
+            "%s: the converted image may need up to %d bytes and %d are free in %s; converting "
+            "anyway (zeros cost nothing; if the disk fills up, nothing is left behind)",
+            output,
+            needed,
+            free,
+            folder,
         )
 
 

@@ -199,6 +199,27 @@ def test_not_enough_space(mixed_raw: Path, tmp_path: Path, monkeypatch: pytest.M
     _convert_fails(mixed_raw, tmp_path / "out.vmdk", ConversionError, "not enough free space")
 
 
+def test_worst_case_space_is_a_warning_not_a_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dd copy of a disk is all data to the filesystem but mostly zeros: 8 MiB of written zeros
+    convert to a few KiB, so 1 MiB free must not refuse it (it did: the worst case is 8 MiB+)."""
+    source = tmp_path / "dd.raw"
+    source.write_bytes(bytes(8 * 1024 * 1024))  # really written, not sparse
+    real = shutil.disk_usage
+
+    def one_mib(path: str) -> shutil._ntuple_diskusage:  # type: ignore[name-defined]
+        usage = real(path)
+        return type(usage)(usage.total, usage.total - 2**20, 2**20)
+
+    monkeypatch.setattr(shutil, "disk_usage", one_mib)
+    with caplog.at_level("WARNING", logger="manifestkit"):
+        info = convert_image(source, tmp_path / "out.vmdk")
+    assert info.importable and info.file_bytes < 2**20
+    assert any("may need up to" in r.getMessage() for r in caplog.records)
+    assert_same_disk(source, tmp_path / "out.vmdk", "raw")
+
+
 def test_output_exists_needs_force(mixed_raw: Path, tmp_path: Path) -> None:
     out = tmp_path / "out.vmdk"
     out.write_bytes(b"keep me")
@@ -285,7 +306,9 @@ def test_disk_full_while_writing(
         return real_write(fd, data)
 
     monkeypatch.setattr(os, "write", full_after_two)
-    _convert_fails(mixed_raw, tmp_path / "out.vmdk", ConversionError, "No space left")
+    _convert_fails(
+        mixed_raw, tmp_path / "out.vmdk", ConversionError, "No space left.*free some space"
+    )
 
 
 def test_vmdk_snapshot_is_refused(mixed_raw: Path, tmp_path: Path) -> None:
