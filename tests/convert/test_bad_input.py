@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import logging
 import os
 import shutil
 import struct
@@ -213,6 +214,8 @@ def test_worst_case_space_is_a_warning_not_a_refusal(
         return type(usage)(usage.total, usage.total - 2**20, 2**20)
 
     monkeypatch.setattr(shutil, "disk_usage", one_mib)
+    # the CLI (run by earlier tests) leaves the logger unpropagated with its own handler
+    monkeypatch.setattr(logging.getLogger("manifestkit"), "handlers", [caplog.handler])
     with caplog.at_level("WARNING", logger="manifestkit"):
         info = convert_image(source, tmp_path / "out.vmdk")
     assert info.importable and info.file_bytes < 2**20
