@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -68,6 +69,11 @@ def inspect_image(
                     f"{spath}: the file is empty (0 bytes)", fix="give the disk image file itself"
                 )
             found = det.detect_reader(reader)
+            if found.kind in det.ARCHIVE_FIXES:
+                raise NotImportableError(
+                    f"{spath}: is a {found.name}, not a disk image",
+                    fix=f"{det.ARCHIVE_FIXES[found.kind]} {shlex.quote(spath)}",
+                )
             if not found.ec2_format:
                 raise NotImportableError(
                     f"{spath}: is a {found.name} image, a format ImportInstance does not support",

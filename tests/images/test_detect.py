@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import struct
+import subprocess
+import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -38,6 +42,59 @@ def test_unsupported_formats_named(qemu_img, tmp_path: Path, fmt: str, family: s
         inspect_image(path)
     assert caught.value.exit_code == 2
     assert "qemu-img convert" in str(caught.value)
+
+
+@pytest.mark.parametrize(("fmt", "family"), [("qed", "QED"), ("parallels", "PARALLELS")])
+def test_other_qemu_formats_named(qemu_img, tmp_path: Path, fmt: str, family: str) -> None:
+    """Formats qemu-img reads were RAW + importable: EC2 would import their metadata as a disk."""
+    path = tmp_path / "disk.img"
+    qemu_img("create", "-q", "-f", fmt, str(path), "8M")
+    assert qemu_img.info(path)["format"] == fmt
+    assert detect(path).format == family
+    with pytest.raises(NotImportableError, match="not support") as caught:
+        inspect_image(path)
+    assert f"qemu-img convert -O vmdk -o subformat=streamOptimized {path}" in str(caught.value)
+
+
+ARCHIVERS = {  # the real tool makes the file; the fix names the tool that undoes it
+    "gzip": (["gzip", "-k"], ".gz", "gunzip -k"),
+    "xz": (["xz", "-k", "-0"], ".xz", "xz -dk"),
+    "bzip2": (["bzip2", "-k"], ".bz2", "bunzip2 -k"),
+    "zstd": (["zstd", "-q"], ".zst", "zstd -d"),
+}
+
+
+@pytest.mark.parametrize("tool", sorted(ARCHIVERS))
+def test_compressed_image_is_not_raw(tmp_path: Path, tool: str) -> None:
+    """A downloaded disk.vmdk.gz used to be RAW + importable: EC2 would get the compressed bytes."""
+    argv, suffix, undo = ARCHIVERS[tool]
+    if not shutil.which(argv[0]):
+        pytest.skip(f"{argv[0]} not installed")
+    disk = tmp_path / "disk.vmdk"
+    shutil.copy(SAMPLES / "tiny-stream.vmdk", disk)
+    subprocess.run([*argv, str(disk)], check=True)
+    packed = tmp_path / f"disk.vmdk{suffix}"
+    with pytest.raises(NotImportableError, match="compressed") as caught:
+        inspect_image(packed)
+    assert f"decompress it first: {undo} {packed}" in str(caught.value)
+
+
+def test_ova_and_zip_are_not_raw(tmp_path: Path) -> None:
+    shutil.copy(SAMPLES / "tiny-stream.vmdk", tmp_path / "disk.vmdk")
+    (tmp_path / "vm.ovf").write_text("<Envelope/>")
+    ova = tmp_path / "vm.ova"
+    with tarfile.open(ova, "w", format=tarfile.USTAR_FORMAT) as tar:  # an OVA is a ustar tar
+        tar.add(tmp_path / "vm.ovf", "vm.ovf")
+        tar.add(tmp_path / "disk.vmdk", "disk.vmdk")
+    with pytest.raises(NotImportableError, match="tar archive") as caught:
+        inspect_image(ova)
+    assert f"tar xf {ova}" in str(caught.value)
+    packed = tmp_path / "disk.zip"
+    with zipfile.ZipFile(packed, "w") as z:
+        z.write(tmp_path / "disk.vmdk", "disk.vmdk")
+    with pytest.raises(NotImportableError, match="zip archive") as caught:
+        inspect_image(packed)
+    assert f"unzip {packed}" in str(caught.value)
 
 
 def test_fixed_vhd_detected_by_its_tail(qemu_img, tmp_path: Path) -> None:
