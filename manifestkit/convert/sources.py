@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import os
+import shlex
 
 from manifestkit.convert.disk import VirtualDisk
 from manifestkit.errors import ConversionError
-from manifestkit.images.detect import RAW, VHD, VMDK_DESCRIPTOR, VMDK_SPARSE, detect
+from manifestkit.images.detect import (
+    ARCHIVE_FIXES,
+    RAW,
+    VHD,
+    VMDK_DESCRIPTOR,
+    VMDK_SPARSE,
+    detect,
+)
 
 
 def open_disk(path: str | os.PathLike[str]) -> VirtualDisk:
@@ -31,6 +39,11 @@ def open_disk(path: str | os.PathLike[str]) -> VirtualDisk:
         from manifestkit.convert.vhd import open_vhd
 
         return open_vhd(path)
+    if found.kind in ARCHIVE_FIXES:
+        raise ConversionError(
+            f"{path}: is a {found.name}, not a disk image",
+            fix=f"{ARCHIVE_FIXES[found.kind]} {shlex.quote(path)}",
+        )
     raise ConversionError(
         f"{path}: is a {found.name} image, which manifestkit cannot convert",
         fix="convert it with: qemu-img convert -O vmdk -o subformat=streamOptimized "

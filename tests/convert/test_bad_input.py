@@ -272,6 +272,13 @@ def test_qcow2_is_refused(mixed_raw: Path, tmp_path: Path) -> None:
     _convert_fails(source, tmp_path / "out.vmdk", ConversionError, "qcow2")
 
 
+def test_gzipped_image_is_refused_with_the_way_out(mixed_raw: Path, tmp_path: Path) -> None:
+    source = tmp_path / "disk.raw.gz"
+    with open(mixed_raw, "rb") as src, gzip.open(source, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    _convert_fails(source, tmp_path / "out.vmdk", ConversionError, "gunzip -k")
+
+
 def test_differencing_vhd_is_refused(tmp_path: Path) -> None:
     packed = CORPUS / "fat-differential.vhd.gz"
     if not packed.exists():
