@@ -17,6 +17,7 @@ from manifestkit.aws import AwsSettings, ec2_client, make_session
 from manifestkit.cli._aws_options import add_aws_options, aws_settings_for
 from manifestkit.cli._output import emit
 from manifestkit.ec2 import ConversionTask, WaitSettings
+from manifestkit.errors import ManifestkitError, RemoteError
 from manifestkit.sizes import format_size
 
 #: seconds between polls: EC2 updates a task every few seconds; the sandbox in well under one
@@ -67,10 +68,17 @@ def add_interval_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def poll_interval(args: argparse.Namespace, settings: AwsSettings) -> float:
+def poll_interval(args: argparse.Namespace, settings: AwsSettings, client: Any = None) -> float:
     if getattr(args, "interval", None):
         return max(0.05, float(args.interval))
-    host = urlsplit(settings.ec2_endpoint_url or "").hostname or ""
+    endpoint = settings.ec2_endpoint_url
+    if endpoint is None:
+        # AWS_ENDPOINT_URL_EC2 or a profile's endpoint_url: the client boto3 builds knows it
+        try:
+            endpoint = (client or make_ec2(settings)).meta.endpoint_url
+        except ManifestkitError:  # no region yet: the call itself will say so
+            endpoint = ""
+    host = urlsplit(endpoint or "").hostname or ""
     return LOOPBACK_INTERVAL if host in ("127.0.0.1", "localhost", "::1") else AWS_INTERVAL
 
 
@@ -220,7 +228,7 @@ def run_tasks(args: argparse.Namespace) -> int:
             _print_tasks(args, tasks)
             return 0
         bars = TaskBars(quiet=args.quiet or args.output == "json")
-        wait = WaitSettings(interval=poll_interval(args, settings))
+        wait = WaitSettings(interval=poll_interval(args, settings, client))
         try:
             final = ec2.watch_tasks(
                 client, ids, settings=wait, on_change=bars.change, on_poll=bars.poll
@@ -251,7 +259,27 @@ def _print_tasks(
 def run_cancel(args: argparse.Namespace) -> int:
     with aws_settings_for(args) as settings:
         client = make_ec2(settings)
-        ec2.cancel_task(client, args.task_id, args.reason)
+        try:
+            ec2.cancel_task(client, args.task_id, args.reason)
+        except RemoteError as exc:
+            ended = _already_ended(client, args.task_id)
+            if ended is None:
+                raise
+            if ended.state != "cancelled":
+                raise RemoteError(
+                    f"conversion task {args.task_id} has already {ended.state}; there is "
+                    "nothing to cancel",
+                    fix="manifestkit tasks shows what it made (terminate the instance or "
+                    "delete the volume to undo it)",
+                ) from exc
+            # cancelling a cancelled task is done already, as deleting a deleted upload is
+            emit(
+                args,
+                {"cancelled": args.task_id, "task": ended.to_dict(), "already": True},
+                f"{args.task_id} was already cancelled"
+                + (f": {ended.status_message}" if ended.status_message else ""),
+            )
+            return 0
         # the state right after the call: usually "cancelling", then "cancelled"
         task = _settle(client, args.task_id)
         document: dict[str, Any] = {"cancelled": args.task_id, "task": task.to_dict()}
@@ -260,6 +288,15 @@ def run_cancel(args: argparse.Namespace) -> int:
             text += f": {task.status_message}"
         emit(args, document, text)
         return 0
+
+
+def _already_ended(client: Any, task_id: str) -> ConversionTask | None:
+    """The task when it exists and has ended (completed or cancelled), else None."""
+    try:
+        task = ec2.describe_task(client, task_id)
+    except ManifestkitError:
+        return None
+    return task if task.is_final else None
 
 
 def _settle(client: Any, task_id: str, *, tries: int = 4, pause: float = 0.25) -> ConversionTask:

@@ -330,6 +330,27 @@ def test_cancel_mid_transfer(
     code, out, _ = run(capsys, ["tasks", task_id, "--output", "json", *endpoint_flags(sandbox)])
     assert code == 0
     assert json.loads(out)["tasks"][0]["state"] == "cancelled"
+    # cancelling it again is done already (exit 0), as deleting a deleted upload is
+    code, out, err = run(capsys, ["cancel", task_id, "--output", "json", *endpoint_flags(sandbox)])
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["already"] and doc["task"]["state"] == "cancelled"
+    assert "changed my mind" in final_state(ec2, task_id)["StatusMessage"]
+
+
+def test_cancel_of_a_completed_task_says_so_with_exit_1(
+    sandbox: Any, bucket: str, workdir: Path, ec2: Any, capsys: Any
+) -> None:
+    argv = ["import-volume", str(workdir / "tiny.raw"), "-z", ZONE, "-b", bucket, *WAIT]
+    code, out, err = run(capsys, [*argv, "--output", "json", *endpoint_flags(sandbox)])
+    assert code == 0, err
+    task_id = json.loads(out)["task"]["id"]
+    assert final_state(ec2, task_id)["State"] == "completed"
+    code, out, err = run(capsys, ["cancel", task_id, *endpoint_flags(sandbox)])
+    assert code == 1 and out == ""
+    assert err.count("\n") == 1
+    assert f"conversion task {task_id} has already completed; there is nothing to cancel" in err
+    assert final_state(ec2, task_id)["State"] == "completed"
 
 
 def test_wait_reports_a_service_side_cancellation_with_exit_1(
@@ -359,3 +380,35 @@ def test_wait_reports_a_service_side_cancellation_with_exit_1(
     assert last.startswith("manifestkit: error: conversion task import-vol-")
     assert "ended cancelled" in last and "part" in last.lower()
     assert "cancelled" in out.splitlines()[0]
+
+
+@pytest.mark.parametrize("configured_by", ["environment", "profile"])
+def test_wait_polls_a_loopback_endpoint_configured_outside_the_flags_fast(
+    sandbox: Any,
+    bucket: str,
+    workdir: Path,
+    capsys: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    configured_by: str,
+) -> None:
+    # the export lines of `manifestkit sandbox`, or a profile's endpoint_url: without the flags,
+    # --wait polled the sandbox at the AWS pace, 15 s before the first change showed
+    if configured_by == "environment":
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", sandbox.s3_endpoint_url)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", sandbox.ec2_endpoint_url)
+        profile: list[str] = []
+    else:
+        config = workdir / "aws-config"
+        config.write_text(
+            f"[profile sb]\nregion = {sandbox.region}\nendpoint_url = {sandbox.s3_endpoint_url}\n"
+            f"aws_access_key_id = {sandbox.access_key}\n"
+            f"aws_secret_access_key = {sandbox.secret_key}\n"
+        )
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+        profile = ["--profile", "sb"]
+    argv = ["import-volume", str(workdir / "tiny.raw"), "-z", ZONE, "-b", bucket, "--wait"]
+    started = time.monotonic()
+    code, out, err = run(capsys, [*argv, "-q", *profile])
+    assert code == 0, err
+    assert "completed" in out
+    assert time.monotonic() - started < 8, "polled at the AWS interval"
