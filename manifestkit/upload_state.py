@@ -45,6 +45,8 @@ class UploadState:
     expected_bucket_owner: str | None = None
     complete: bool = False
     started_at: str = ""
+    #: the parts are of a streamOptimized copy made by --convert (made again on resume)
+    converted: bool = False
     version: int = FORMAT_VERSION
 
     def plan(self) -> PartPlan:

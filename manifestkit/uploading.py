@@ -355,6 +355,7 @@ def upload_image(
     )
     with _image_for_upload(request, progress, notify) as (path, info, converted):
         target, state = _new_upload(request, path, info, conn, settings)
+        state = dataclasses.replace(state, converted=converted)
         state_file = state_path_for(request.image, request.state_dir)
         if request.record_state:
             write_state(state_file, state)
@@ -454,6 +455,12 @@ def _resume_from_state(
         )
     state_file, state = found
     _check_resumable(request, state_file, state)
+    if state.converted and not request.convert:
+        # the parts sent are of the converted copy: the image itself is another size
+        notify(
+            f"the upload being resumed is of a converted copy of {request.image}; converting again"
+        )
+        request = dataclasses.replace(request, convert=True)
     owner = request.bucket_owner or state.expected_bucket_owner
     st = stat_regular(request.image)
     if st.st_size != state.file_bytes and not request.convert:

@@ -76,6 +76,45 @@ def test_convert_uploads_an_importable_copy(s3server, bucket, tmp_path):
     assert same.returncode == 0, same.stdout + same.stderr
 
 
+@needs_qemu
+def test_resume_of_a_converted_upload_converts_again_without_being_told(s3server, bucket, tmp_path):
+    # the parts sent are of the converted copy; resumed without --convert, the image's own size
+    # differed from the recorded one and the upload was refused as "the image changed"
+    raw = random_image(tmp_path / "disk.raw", 2 * MiB, seed=32)
+    sparse_vmdk = tmp_path / "disk.vmdk"
+    subprocess.run(
+        ["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(raw), str(sparse_vmdk)], check=True
+    )
+    first = ["upload", str(sparse_vmdk), "--bucket", bucket, "--part-size", "64K"]
+    code, out, err = run_cli(*first, "--convert", "--output", "json", *s3server.cli_args())
+    assert code == 0, err
+    doc = json.loads(out)
+    s3 = s3server.client()
+    _, parts = read_manifest(str(fetch_manifest(doc["manifest_url"], tmp_path / "m.xml")))
+    for part in parts[1:3]:  # as if the upload had been interrupted before these
+        s3.delete_object(Bucket=bucket, Key=part.key)
+    code, out, err = run_cli(
+        "upload", str(sparse_vmdk), "--resume", "--output", "json", *s3server.cli_args()
+    )
+    assert code == 0, err
+    assert "converted copy" in err
+    again = json.loads(out)
+    assert again["converted"] and again["upload_id"] == doc["upload_id"]
+    assert again["put"] >= 2 and again["kept"] >= 1
+    uploaded = tmp_path / "uploaded.vmdk"
+    with open(uploaded, "wb") as out_file:
+        for part in parts:
+            status, body = http("GET", part.get_url)
+            assert status == 200
+            out_file.write(body)
+    same = subprocess.run(
+        ["qemu-img", "compare", "-f", "vmdk", "-F", "raw", str(uploaded), str(raw)],
+        capture_output=True,
+        text=True,
+    )
+    assert same.returncode == 0, same.stdout + same.stderr
+
+
 def test_local_sandbox_creates_the_bucket(tmp_path):
     image = random_image(tmp_path / "local.raw", MiB + 3)
     code, out, err = run_cli(
