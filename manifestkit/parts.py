@@ -58,6 +58,13 @@ class PartPlan:
             )
         if not self.basename or "/" in self.basename:
             raise UsageError(f"invalid basename {self.basename!r}")
+        for what, value in (("prefix", self.prefix), ("upload id", self.upload_id)):
+            # URL paths get /./ and /../ resolved (RFC 3986 §5.2.4): another key than the signed one
+            if {".", ".."} & set(value.split("/")):
+                raise UsageError(
+                    f"{what} {value!r} has a '.' or '..' folder",
+                    fix="choose one without them (HTTP clients would resolve them away)",
+                )
 
     @classmethod
     def for_file(

@@ -35,3 +35,14 @@ def test_absurd_part_sizes_are_refused(part):
 def test_too_many_parts_refused():
     with pytest.raises(UsageError, match="parts"):
         PartPlan.for_file("d.raw", 2 * 1024**4, part_size=1024)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "upload_id"), [("../up", None), ("a/./b", None), ("", "../../x"), ("", ".")]
+)
+def test_dot_segments_in_keys_are_refused(prefix, upload_id):
+    """HTTP clients resolve /../ and /./ in a URL path before sending it (RFC 3986 §5.2.4), so
+    the importer would fetch another key than the one signed and uploaded."""
+    with pytest.raises(UsageError, match="'.' or '..'"):
+        PartPlan.for_file("disk.raw", 1024, prefix=prefix, upload_id=upload_id)
+    assert PartPlan.for_file("disk.raw", 1024, prefix="a.b/..c").key_prefix.startswith("a.b/..c/")
