@@ -193,6 +193,8 @@ def _check_output_path(target: str) -> None:
     if os.path.exists(target) and not os.path.isfile(target):
         raise UsageError(f"{target}: is not a regular file", fix="give -o a file path")
     folder = os.path.dirname(os.path.abspath(target))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UsageError(f"{target}: {folder} is not a folder", fix="choose another -o")
     if not os.path.isdir(folder):
         raise UsageError(
             f"{target}: the folder {folder} does not exist", fix="create it or choose another -o"

@@ -237,6 +237,7 @@ def test_output_path_that_cannot_be_the_manifest(tmp_path, image, capsys, monkey
     os.mkfifo(tmp_path / "pipe")
     for target, words in (
         ("nope/m.xml", "the folder"),
+        ("disk.raw/m.xml", "disk.raw is not a folder"),
         ("folder", "folder: is a folder"),
         ("pipe", "pipe: is not a regular file"),
     ):
