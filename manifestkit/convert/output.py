@@ -73,6 +73,8 @@ def check_free_space(output: str, needed: int, *, least: int = 0) -> None:
     behind (``partial_file``) and says so.
     """
     folder = os.path.dirname(os.path.abspath(output))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ConversionError(f"{output}: {folder} is not a folder", fix="choose another path")
     if not os.path.isdir(folder):
         raise ConversionError(
             f"{output}: the folder {folder} does not exist", fix="create it or choose another path"

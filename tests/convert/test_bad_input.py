@@ -338,6 +338,8 @@ def test_empty_disk_is_refused(tmp_path: Path) -> None:
 def test_output_folder_missing_or_output_a_folder(mixed_raw: Path, tmp_path: Path) -> None:
     with pytest.raises(ConversionError, match="does not exist"):
         convert_image(mixed_raw, tmp_path / "nope" / "out.vmdk")
+    with pytest.raises(ConversionError, match="mixed.raw is not a folder"):
+        convert_image(mixed_raw, mixed_raw / "out.vmdk")
     folder = tmp_path / "out.vmdk"
     folder.mkdir()
     with pytest.raises(ConversionError, match="is a folder"):  # before converting, not after
