@@ -127,6 +127,9 @@ def test_text_output_and_deep(capsys) -> None:
     assert code == 0, err
     assert "VMDK (streamOptimized)" in out and "importable   yes" in out
     assert "deep check   ok: 2 grains" in out
+    # --deep on another format says it checked nothing, rather than staying silent
+    code, out, err = run(capsys, str(VHD), "--deep")
+    assert code == 0 and "deep check   skipped: only streamOptimized VMDK grains" in out
 
 
 def test_not_importable_still_exits_0(capsys, tmp_path: Path) -> None:

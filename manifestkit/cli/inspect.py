@@ -75,6 +75,8 @@ def text_for(info: ImageInfo, plan: PartPlan) -> str:
             f"  deep check   ok: {deep['grains']} grains inflated to "
             f"{format_size(int(deep['inflated_bytes']))}"
         )
+    elif isinstance(deep, dict):
+        lines.append(f"  deep check   skipped: {deep.get('reason', 'nothing to check')}")
     lines.append(f"  importable   {'yes' if info.importable else 'no'}")
     lines.extend(f"  problem      {p}" for p in info.problems)
     return "\n".join(lines)
