@@ -236,7 +236,15 @@ class _Checker:
         try:
             info = parse_presigned_url(url)
         except PresignedUrlError as exc:
-            self.add(path, "url", f"not a SigV4 presigned URL: {exc}")
+            message = str(exc)
+            if not message.startswith("not a SigV4"):
+                message = f"not a SigV4 presigned URL: {message}"
+            if "Signature=" in url and "AWSAccessKeyId=" in url:
+                message += (
+                    " (it is SigV2, as the old EC2 API tools signed; write a new manifest: "
+                    "manifestkit manifest or upload)"
+                )
+            self.add(path, "url", message)
             return None
         if info.service != "s3":
             self.add(path, "url", f"URL is signed for service {info.service!r}, not s3")

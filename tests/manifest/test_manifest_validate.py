@@ -247,3 +247,16 @@ def test_validation_memory_is_bounded():
         tracemalloc.stop()
     assert problems == []
     assert peak < 1536 * 1024, peak
+
+
+def test_sigv2_url_from_the_old_tools_is_named_once():
+    """A manifest written by the old EC2 API tools carries SigV2 URLs: say so, in one phrase."""
+
+    def sigv2(root: etree._Element) -> None:
+        get = parts_of(root)[0].find("get-url")
+        get.text = get.text.split("?")[0] + "?AWSAccessKeyId=AKID&Expires=1900000000&Signature=x"
+
+    problems = errors_only(validate_manifest(mutate(build(), sigv2), now=FROZEN))
+    (problem,) = problems
+    assert problem.rule == "url" and "SigV2" in problem.message
+    assert problem.message.count("not a SigV4 presigned URL") == 1
