@@ -470,6 +470,31 @@ def import_volume(
     )
 
 
+def _check_bucket(upload: UploadRequest | None, settings: AwsSettings) -> None:
+    """What the real run checks before it sends a byte: the bucket exists (unless it would be
+    created) and is in the EC2 region. EC2's DryRun checks only the call's permission, so a
+    missing bucket passed a dry run and failed the real one."""
+    if upload is None or not upload.bucket:
+        return
+    from manifestkit.aws import region_of, s3_client
+    from manifestkit.bucket_checks import bucket_region, ensure_bucket
+    from manifestkit.buckets import validate_bucket_name
+
+    validate_bucket_name(upload.bucket)
+    session = make_session(settings)
+    s3 = s3_client(session, settings)
+    owner = upload.bucket_owner
+    if upload.create_bucket and bucket_region(s3, upload.bucket, expected_owner=owner) is None:
+        return  # the real run creates it
+    ensure_bucket(
+        s3,
+        upload.bucket,
+        ec2_region=region_of(session),
+        ignore_region_affinity=upload.ignore_region_affinity,
+        expected_owner=owner,
+    )
+
+
 def check_import_instance(
     request: ImportInstanceRequest,
     settings: AwsSettings,
@@ -482,6 +507,7 @@ def check_import_instance(
     """
     _warn_platform(request.platform, notify or log.warning)
     disk = _dry_run_disk(request.upload, request.manifest_url, request.volume_gib, settings)
+    _check_bucket(request.upload, settings)
     spec = InstanceImportSpec(
         disk=disk,
         platform=request.platform,
@@ -494,6 +520,7 @@ def check_import_instance(
 def check_import_volume(request: ImportVolumeRequest, settings: AwsSettings) -> bool:
     """EC2's DryRun of the ImportVolume a real run would send; nothing is uploaded."""
     disk = _dry_run_disk(request.upload, request.manifest_url, request.volume_gib, settings)
+    _check_bucket(request.upload, settings)
     spec = VolumeImportSpec(
         disk=disk, availability_zone=request.availability_zone, description=request.description
     )

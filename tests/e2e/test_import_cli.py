@@ -11,6 +11,7 @@ import json
 import re
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,34 @@ def test_dry_run_is_allowed_and_uploads_nothing(
     after = {t["ConversionTaskId"] for t in ec2.describe_conversion_tasks()["ConversionTasks"]}
     assert after == before
     assert not list(workdir.glob("*.manifestkit-state.json"))
+
+
+def test_dry_run_checks_the_bucket_as_the_real_run_would(
+    sandbox: Any, workdir: Path, s3: Any, capsys: Any
+) -> None:
+    # EC2's DryRun checks only the permission: a missing bucket or one in another region
+    # passed the dry run and then failed the real run
+    missing = f"missing-{uuid.uuid4().hex[:16]}"
+    argv = ["import-volume", str(workdir / "tiny.raw"), "-z", ZONE, "--dry-run"]
+    code, out, err = run(capsys, [*argv, "-b", missing, *endpoint_flags(sandbox)])
+    assert code == 2 and out == ""
+    assert f"bucket {missing!r} does not exist" in err and "--create-bucket" in err
+    code, out, err = run(
+        capsys, [*argv, "-b", missing, "--create-bucket", *endpoint_flags(sandbox)]
+    )
+    assert code == 0, err
+    assert "would have been allowed" in out
+    assert missing not in [b["Name"] for b in s3.list_buckets()["Buckets"]]  # nothing created
+    elsewhere = f"eu-{uuid.uuid4().hex[:16]}"
+    s3.create_bucket(
+        Bucket=elsewhere, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
+    )
+    code, out, err = run(capsys, [*argv, "-b", elsewhere, *endpoint_flags(sandbox)])
+    assert code == 2 and f"bucket {elsewhere!r} is in eu-west-1" in err
+    code, out, err = run(
+        capsys, [*argv, "-b", elsewhere, "--ignore-region-affinity", *endpoint_flags(sandbox)]
+    )
+    assert code == 0, err
 
 
 def test_dry_run_still_checks_the_request(
