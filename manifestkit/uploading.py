@@ -657,6 +657,7 @@ def _run(
         cancel=cancel,
     )
     stats = uploader.run()
+    # a HEAD per part: minutes for a large image on a far link, so it gets its own bar
     verify_uploaded(
         s3,
         target.bucket,
@@ -664,6 +665,7 @@ def _run(
         uploader.md5_hex,
         workers=workers,
         expected_owner=target.expected_owner,
+        progress=progress,
         cancel=cancel,
     )
     presigner = _presigner(conn, settings, request.expires_in, now)

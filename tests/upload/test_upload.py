@@ -387,3 +387,35 @@ def test_a_missing_image_is_bad_input_before_any_network_call(tmp_path, argv):
     code, out, err = run_cli(*[a.format(image=missing) for a in argv], *unreachable)
     assert code == 2 and out == "", err
     assert err == f"manifestkit: error: {missing}: no such file; check the path\n"
+
+
+class _Recorder:
+    """A ``Progress`` that records each bar: [description, total, sum of advances]."""
+
+    def __init__(self):
+        self.bars = []
+
+    def start(self, total, description):
+        self.bars.append([description, total, 0])
+
+    def advance(self, amount):
+        self.bars[-1][2] += amount
+
+    def close(self):
+        pass
+
+
+def test_the_verification_pass_reports_progress_too(s3server, bucket, tmp_path):
+    # a HEAD for every part after the upload bar reached 100%: with 100,000 parts on a far
+    # link that is minutes of a finished bar and nothing else moving
+    from manifestkit.workflow import UploadRequest, upload_image
+
+    image = random_image(tmp_path / "disk.raw", 3 * MiB + 7, seed=5)
+    recorder = _Recorder()
+    upload_image(
+        UploadRequest(image=str(image), bucket=bucket, part_size=MiB),
+        s3server.settings(),
+        progress=recorder,
+    )
+    size = image.stat().st_size
+    assert recorder.bars == [["upload", size, size], ["verify", size, size]]
