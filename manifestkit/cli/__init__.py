@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -56,7 +57,15 @@ def common_options() -> argparse.ArgumentParser:
 class _Parser(argparse.ArgumentParser):
     """argparse with design.md §2's error line: one line on stderr, exit 2, pointing at --help."""
 
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+        self._seen = list(sys.argv[1:] if args is None else args)  # for error()'s hint
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
+        # a file whose name starts with '-' is taken for an option: say how to pass it
+        dashed = [a for a in getattr(self, "_seen", ()) if a[:1] == "-" and os.path.isfile(a)]
+        if dashed:
+            message += f"; {dashed[0]} is a file: put -- before it ({self.prog} -- {dashed[0]})"
         self.exit(2, f"manifestkit: error: {message}; see {self.prog} --help\n")
 
 
