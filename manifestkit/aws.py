@@ -66,7 +66,10 @@ def region_of(session: boto3.Session) -> str:
     region = session.region_name
     if not region:
         raise UsageError(
-            "no AWS region configured", fix="pass --region or set AWS_REGION / AWS_DEFAULT_REGION"
+            "no AWS region configured",
+            # boto3 reads AWS_DEFAULT_REGION and the profile's region, never AWS_REGION
+            fix="pass --region, set AWS_DEFAULT_REGION (boto3 does not read AWS_REGION), or "
+            "put region = ... in the profile",
         )
     return region
 

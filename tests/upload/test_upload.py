@@ -419,3 +419,18 @@ def test_the_verification_pass_reports_progress_too(s3server, bucket, tmp_path):
     )
     size = image.stat().st_size
     assert recorder.bars == [["upload", size, size], ["verify", size, size]]
+
+
+def test_no_region_names_the_variable_boto3_reads(s3server, bucket, tmp_path, monkeypatch):
+    # boto3 never reads AWS_REGION: a fix that offered it sent the user round in a circle
+    image = random_image(tmp_path / "r.raw", MiB)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_REGION", s3server.region)
+    argv = ["upload", str(image), "-b", bucket, "-q", "--s3-endpoint-url", s3server.endpoint_url]
+    code, out, err = run_cli(*argv)
+    assert code == 2 and out == ""
+    assert "no AWS region configured" in err and "set AWS_DEFAULT_REGION" in err
+    assert "set AWS_REGION" not in err
+    monkeypatch.setenv("AWS_DEFAULT_REGION", s3server.region)  # what the message says to do
+    code, out, err = run_cli(*argv)
+    assert code == 0, err
