@@ -273,8 +273,16 @@ def _image_for_upload(
 
 def _volume_gib(requested: int | None, info: ImageInfo) -> int:
     """``requested`` (never below the image's capacity: UsageError), or the image's own."""
+    from manifestkit.manifest.build import MAX_VOLUME_GIB
+
     if requested is None:
         return int(info.volume_gib)
+    if requested > MAX_VOLUME_GIB:
+        # said before any part is sent: the manifest, written after them all, refuses it
+        raise UsageError(
+            f"--volume-size {requested} GiB is above the EBS maximum of {MAX_VOLUME_GIB} GiB",
+            fix=f"give at most {MAX_VOLUME_GIB}",
+        )
     if requested < info.volume_gib:
         raise UsageError(
             f"--volume-size {requested} GiB is smaller than the image's {info.volume_gib} GiB",

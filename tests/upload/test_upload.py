@@ -434,3 +434,16 @@ def test_no_region_names_the_variable_boto3_reads(s3server, bucket, tmp_path, mo
     monkeypatch.setenv("AWS_DEFAULT_REGION", s3server.region)  # what the message says to do
     code, out, err = run_cli(*argv)
     assert code == 0, err
+
+
+def test_a_volume_size_above_the_ebs_maximum_is_refused_before_any_part(s3server, bucket, tmp_path):
+    # it was refused only when the manifest was written, after every part had been sent (and
+    # the state then recorded it, so --resume failed the same way)
+    image = random_image(tmp_path / "v.raw", 2 * MiB)
+    code, out, err = _upload(s3server, bucket, image, "--volume-size", "16385")
+    assert code == 2 and out == ""
+    assert "16384" in err and err.count("\n") == 1
+    assert s3server.client().list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+    assert not (tmp_path / "v.raw.manifestkit-state.json").exists()
+    code, out, err = _upload(s3server, bucket, image, "--volume-size", "16384")
+    assert code == 0, err
