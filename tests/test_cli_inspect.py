@@ -348,3 +348,16 @@ def test_file_name_starting_with_a_dash(capsys, tmp_path: Path, monkeypatch) -> 
     assert "manifestkit inspect -- -disk.vmdk" in err
     code, out, err = run(capsys, "--", "-disk.vmdk")
     assert code == 0 and "VMDK (streamOptimized)" in out
+
+
+def test_common_options_before_the_command(capsys) -> None:
+    """'manifestkit --output json inspect X' (as with aws/git) works as after the command does;
+    given both places, the one after the command wins."""
+    code = main(["--output", "json", "-q", "inspect", str(STREAM)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["format"] == "VMDK"
+    assert main(["--output", "json", "inspect", str(STREAM), "--output", "text"]) == 0
+    assert capsys.readouterr().out.startswith(f"{STREAM}\n")
+    assert main(["inspect", str(STREAM)]) == 0  # the defaults still apply
+    assert capsys.readouterr().out.startswith(f"{STREAM}\n")

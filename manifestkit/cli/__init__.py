@@ -36,21 +36,33 @@ COMMAND_MODULES = (
 log = logging.getLogger("manifestkit")
 
 
-def common_options() -> argparse.ArgumentParser:
-    """Options every command takes, accepted after the command name too."""
+def common_options(*, defaults: bool = True) -> argparse.ArgumentParser:
+    """Options every command takes, before the command name and after it too.
+
+    The copy given to the commands has no defaults (``defaults=False``): argparse copies every
+    attribute of a command's namespace over the main one, so a default there would undo
+    ``manifestkit --debug inspect X``.
+    """
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--debug",
         action="store_true",
+        default=default(False),
         help="log details (incl. presigned URLs) and show tracebacks",
     )
     common.add_argument(
         "--output",
         choices=("text", "json"),
-        default="text",
+        default=default("text"),
         help="text for people, json for scripts",
     )
-    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    common.add_argument(
+        "-q", "--quiet", action="store_true", default=default(False), help="no progress bars"
+    )
     return common
 
 
@@ -70,10 +82,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = common_options()
+    common = common_options(defaults=False)
     parser = _Parser(
         prog="manifestkit",
         description="Prepare a disk image for EC2 ImportInstance/ImportVolume and run the import.",
+        parents=[common_options()],
     )
     parser.add_argument("--version", action="version", version=f"manifestkit {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
