@@ -32,7 +32,7 @@ from manifestkit.cli.tasks import (
     format_task,
     poll_interval,
 )
-from manifestkit.cli.upload import _resume_command
+from manifestkit.cli.upload import _resume_command, unfinished_upload_recorded
 from manifestkit.ec2 import SHUTDOWN_BEHAVIORS, ConversionTask, LaunchSpec, WaitSettings
 from manifestkit.errors import ManifestkitError, UsageError
 
@@ -261,14 +261,14 @@ def _dry_run_result(args: argparse.Namespace, action: str, allowed: bool) -> int
 
 
 def _interrupted(args: argparse.Namespace, task_id: str | None) -> int:
-    hint = f"manifestkit upload {shlex.quote(args.image)} --resume" if args.image else ""
+    hint = _resume_command(args) if args.image else ""
     message = "manifestkit: interrupted"
     if task_id and not args.local:
         message += (
             f"; conversion task {task_id} goes on in EC2: follow it with manifestkit tasks "
             f"{task_id} --watch, or stop it with manifestkit cancel {task_id}"
         )
-    elif hint and not args.local:
+    elif hint and not args.local and unfinished_upload_recorded(args.image, args.state_dir):
         message += (
             f"; parts already sent are kept. Finish the upload with:\n  {hint}\n"
             "then import with --manifest-url URL, or clean up with manifestkit delete URL"

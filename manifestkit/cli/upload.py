@@ -21,7 +21,7 @@ from manifestkit.cli._arguments import (
 )
 from manifestkit.cli._aws_options import add_aws_options, aws_settings_for
 from manifestkit.cli._output import emit, progress_for
-from manifestkit.errors import UsageError
+from manifestkit.errors import ManifestkitError, UsageError
 
 if TYPE_CHECKING:
     from manifestkit.uploading import UploadResult
@@ -119,8 +119,33 @@ def run_upload(args: argparse.Namespace) -> int:
                 request, settings, progress=progress_for(args), notify=log.warning
             )
     except KeyboardInterrupt:
+        if args.local or not unfinished_upload_recorded(args.image, args.state_dir):
+            return _interrupted_with_nothing_to_resume(args.local)
         return _interrupted(_resume_command(args))
     return _report(args, result)
+
+
+def unfinished_upload_recorded(image: str, state_dir: str | None) -> bool:
+    """Whether ``--resume`` has something to continue: an unfinished upload's state file."""
+    from manifestkit.upload_state import find_state
+
+    try:
+        found = find_state(image, state_dir)
+    except ManifestkitError:
+        return False
+    return found is not None and not found[1].complete
+
+
+def _interrupted_with_nothing_to_resume(local: bool) -> int:
+    # Ctrl-C while converting or checking the bucket, or with --local: --resume would only say
+    # "no upload to resume"
+    why = "the --local sandbox is gone" if local else "no part was recorded yet"
+    print(
+        f"manifestkit: interrupted; {why}, so there is nothing to resume: run the same "
+        "command again",
+        file=sys.stderr,
+    )
+    return 130
 
 
 def _resume_command(args: argparse.Namespace) -> str:

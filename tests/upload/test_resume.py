@@ -307,3 +307,29 @@ def test_state_dir_option(s3server, bucket, tmp_path):
     )
     assert code == 0, err
     assert json.loads(out)["kept"] == 1
+
+
+def test_ctrl_c_before_anything_is_recorded_does_not_promise_a_resume(
+    s3server, bucket, tmp_path, monkeypatch
+):
+    # Ctrl-C while converting or checking the bucket: "Resume with --resume" led only to
+    # "no upload of ... to resume"
+    import manifestkit.uploading
+
+    image = random_image(tmp_path / "early.raw", 4 * PART, seed=24)
+    real_connect = manifestkit.uploading._connect
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(manifestkit.uploading, "_connect", interrupted)
+    argv = ["upload", str(image), "--bucket", bucket, "--part-size", str(PART), "-q"]
+    code, out, err = run_cli(*argv, *s3server.cli_args())
+    assert code == 130 and out == ""
+    assert "--resume" not in err and "run the same command again" in err
+    assert not (tmp_path / "early.raw.manifestkit-state.json").exists()
+    code, _, err = run_cli(*argv, "--resume", *s3server.cli_args())
+    assert code == 2 and "no upload of" in err  # what the old hint led to
+    monkeypatch.setattr(manifestkit.uploading, "_connect", real_connect)
+    code, out, err = run_cli(*argv, *s3server.cli_args())  # what the new one says to do
+    assert code == 0, err
