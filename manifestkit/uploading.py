@@ -756,7 +756,9 @@ def _reusable_manifest_expiry(
     if (
         described.plan.file_bytes != target.plan.file_bytes
         or described.plan.count != target.plan.count
-        or described.plan.part_size != target.plan.part_size
+        # a manifest's one part is the whole image, whatever part size cut it: only the
+        # size of parts that are not the last one can be read back from it
+        or (target.plan.count > 1 and described.plan.part_size != target.plan.part_size)
         or described.volume_gib != target.volume_gib
     ):
         log.info("the manifest in the bucket describes another upload; writing a new one")

@@ -333,3 +333,22 @@ def test_ctrl_c_before_anything_is_recorded_does_not_promise_a_resume(
     monkeypatch.setattr(manifestkit.uploading, "_connect", real_connect)
     code, out, err = run_cli(*argv, *s3server.cli_args())  # what the new one says to do
     assert code == 0, err
+
+
+def test_resume_of_a_complete_single_part_upload_keeps_its_manifest(s3server, bucket, tmp_path):
+    # an image smaller than the part size: the manifest's one part reads back as its own size,
+    # not the recorded part size, and every resume wrote a new manifest ("describes another
+    # upload")
+    image = random_image(tmp_path / "small.raw", 100_000, seed=25)
+    argv = ["upload", str(image), "-q", "--output", "json", *s3server.cli_args()]
+    code, out, err = run_cli(*argv, "--bucket", bucket)
+    assert code == 0, err
+    first = json.loads(out)
+    before = s3server.client().head_object(Bucket=bucket, Key=first["manifest_key"])["ETag"]
+    code, out, err = run_cli(*argv, "--resume")
+    assert code == 0, err
+    again = json.loads(out)
+    assert again["manifest_written"] is False and again["kept"] == 1
+    assert again["expires_at"] == first["expires_at"]
+    after = s3server.client().head_object(Bucket=bucket, Key=first["manifest_key"])["ETag"]
+    assert after == before
