@@ -127,7 +127,9 @@ class Presigner:
         now: dt.datetime | None = None,
     ) -> None:
         if not region:
-            raise UsageError("no AWS region configured", fix="pass --region or set AWS_REGION")
+            raise UsageError(
+                "no AWS region configured", fix="pass --region or set AWS_DEFAULT_REGION"
+            )
         if addressing_style not in ADDRESSING_STYLES:
             raise UsageError(
                 f"unknown S3 addressing style {addressing_style!r}",

@@ -50,7 +50,8 @@ def check_volume_gib(
         )
     if volume_gib > MAX_VOLUME_GIB:
         raise UsageError(
-            f"volume size {volume_gib} GiB is above the EBS maximum of {MAX_VOLUME_GIB} GiB"
+            f"volume size {volume_gib} GiB is above the EBS maximum of {MAX_VOLUME_GIB} GiB",
+            fix=f"give --volume-size {MAX_VOLUME_GIB} or less",
         )
     # A RAW image's capacity is its file size; other formats say theirs in their headers.
     needed = (
