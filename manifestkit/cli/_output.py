@@ -10,6 +10,11 @@ from typing import Any
 from tqdm import tqdm
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 part``, ``2 parts``: the form people read in a summary line."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def emit(args: argparse.Namespace, document: Any, text: str) -> None:
     """Print ``document`` as JSON or ``text`` for people, on stdout."""
     if getattr(args, "output", "text") == "json":

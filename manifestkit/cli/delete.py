@@ -14,7 +14,7 @@ from typing import Any
 
 from manifestkit.cli._arguments import positive_int
 from manifestkit.cli._aws_options import add_aws_options, aws_settings_for
-from manifestkit.cli._output import emit, progress_for
+from manifestkit.cli._output import emit, plural, progress_for
 from manifestkit.errors import ManifestkitError, UsageError
 
 
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         text = f"nothing to delete: s3://{report.bucket}/{report.manifest_key} is already gone"
     else:
         text = (
-            f"deleted {report.parts} parts and the manifest s3://{report.bucket}/"
+            f"deleted {plural(report.parts, 'part')} and the manifest s3://{report.bucket}/"
             f"{report.manifest_key}"
         )
         if report.authenticated:

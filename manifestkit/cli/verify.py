@@ -11,7 +11,7 @@ import argparse
 from typing import Any
 
 from manifestkit.cli._arguments import positive_int
-from manifestkit.cli._output import emit, progress_for
+from manifestkit.cli._output import emit, plural, progress_for
 from manifestkit.sizes import format_size
 
 #: problems listed in text output (all of them are in --output json)
@@ -46,9 +46,10 @@ def run(args: argparse.Namespace) -> int:
             f"  ... and {len(report.problems) - TEXT_LIMIT} more (--output json lists all)"
         )
     checked = "sizes and contents" if report.compared_content else "sizes"
+    parts = plural(report.parts, "part")
     if report.problems:
-        lines.append(f"FAILED: {len(report.problems)} of {report.parts} parts have problems")
+        lines.append(f"FAILED: {len(report.problems)} of {parts} have problems")
     else:
-        lines.append(f"OK: {report.parts} parts, {format_size(report.size)}, {checked} checked")
+        lines.append(f"OK: {parts}, {format_size(report.size)}, {checked} checked")
     emit(args, report.to_dict(), "\n".join(lines))
     return report.exit_code
