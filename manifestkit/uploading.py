@@ -605,7 +605,7 @@ def resume_upload(
     existing = list_existing(
         s3, described.bucket, described.plan.key_prefix, expected_owner=bucket_owner
     )
-    return _run(
+    result = _run(
         conn,
         settings,
         target,
@@ -617,6 +617,19 @@ def resume_upload(
         now=now,
         reuse_manifest=True,
     )
+    _mark_recorded_upload_complete(image, described.bucket, described.plan.upload_id)
+    return result
+
+
+def _mark_recorded_upload_complete(image: str, bucket: str, upload_id: str) -> None:
+    """The image's own record of this upload (if it has one) is finished now too; left unfinished,
+    the next ``upload IMAGE`` would be refused as a replacement of an interrupted upload."""
+    found = find_state(image, None)
+    if found is None:
+        return
+    state_file, state = found
+    if not state.complete and state.bucket == bucket and state.upload_id == upload_id:
+        write_state(state_file, dataclasses.replace(state, complete=True))
 
 
 def _presigner(

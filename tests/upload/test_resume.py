@@ -352,3 +352,22 @@ def test_resume_of_a_complete_single_part_upload_keeps_its_manifest(s3server, bu
     assert again["expires_at"] == first["expires_at"]
     after = s3server.client().head_object(Bucket=bucket, Key=first["manifest_key"])["ETag"]
     assert after == before
+
+
+def test_resume_by_url_finishes_the_images_own_record(s3server, bucket, tmp_path):
+    # `import-* --no-upload` leaves the image's record unfinished and hints at
+    # `resume URL IMAGE`; once that has run, a later `upload IMAGE` must not be refused
+    image = random_image(tmp_path / "n.raw", 2 * MiB, seed=25)
+    first = upload_image(
+        UploadRequest(image=str(image), bucket=bucket, part_size=MiB), s3server.settings()
+    )
+    state_file = image.parent / (image.name + ".manifestkit-state.json")
+    record = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**record, "complete": False}))
+    argv = ["upload", str(image), "--bucket", bucket, "-q", *s3server.cli_args()]
+    assert run_cli(*argv)[0] == 2  # refused: the record says an upload is unfinished
+    code, _, err = run_cli("resume", first.manifest_url, str(image), "-q", *s3server.cli_args())
+    assert code == 0, err
+    assert json.loads(state_file.read_text())["complete"] is True
+    code, _, err = run_cli(*argv)
+    assert code == 0, err
