@@ -25,7 +25,7 @@ import boto3  # noqa: E402
 from botocore.config import Config  # noqa: E402
 from botocore.credentials import ReadOnlyCredentials  # noqa: E402
 
-from manifestkit.presign import Presigner  # noqa: E402
+from manifestkit.s3.presign import Presigner  # noqa: E402
 
 ACCESS, SECRET = "AKIDBENCHMARK", "bench/secret+key"
 REGION, BUCKET = "eu-west-1", "bench-bucket"

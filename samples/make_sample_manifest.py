@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without install
 from manifestkit.images import inspect_image  # noqa: E402
 from manifestkit.manifest import build_manifest_file  # noqa: E402
 from manifestkit.parts import PartPlan  # noqa: E402
-from manifestkit.presign import Presigner  # noqa: E402
+from manifestkit.s3.presign import Presigner  # noqa: E402
 
 #: AWS's documentation example credentials: throwaway by design
 CREDENTIALS = ReadOnlyCredentials(

@@ -10,11 +10,11 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from manifestkit.images.info import FORMATS
-from manifestkit.presign import MAX_EXPIRES
+from manifestkit.s3.presign import MAX_EXPIRES
 from manifestkit.sizes import parse_size
 
 if TYPE_CHECKING:
-    from manifestkit.uploading import UploadRequest
+    from manifestkit.workflow.upload import UploadRequest
 
 _DAY = 86400
 
@@ -111,7 +111,7 @@ def upload_request_from(
 ) -> UploadRequest:
     """The ``UploadRequest`` the options of ``add_upload_options`` (and ``--format``,
     ``--volume-size``, ``--local``) describe; ``more`` sets the fields only one command has."""
-    from manifestkit.uploading import UploadRequest
+    from manifestkit.workflow.upload import UploadRequest
 
     return UploadRequest(
         image=args.image,

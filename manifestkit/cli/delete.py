@@ -67,7 +67,7 @@ def _task_check(settings: Any) -> Callable[[str], str | None] | None:
 
 def run(args: argparse.Namespace) -> int:
     from manifestkit.aws import make_session, s3_client
-    from manifestkit.delete import delete_upload
+    from manifestkit.workflow.delete import delete_upload
 
     with aws_settings_for(args) as settings:
         report = delete_upload(

@@ -38,7 +38,7 @@ from manifestkit.errors import ManifestkitError, UsageError
 
 if TYPE_CHECKING:
     from manifestkit.aws import AwsSettings
-    from manifestkit.uploading import UploadRequest
+    from manifestkit.workflow.upload import UploadRequest
 
 log = logging.getLogger("manifestkit")
 

@@ -16,14 +16,14 @@ import sys
 from typing import Any
 
 from manifestkit.aws import make_session
-from manifestkit.buckets import validate_bucket_name
 from manifestkit.cli._arguments import add_format_option
 from manifestkit.cli._aws_options import add_aws_options, aws_settings_from
 from manifestkit.cli._output import emit
 from manifestkit.errors import ImageError, NotImportableError, UsageError
 from manifestkit.manifest import build_manifest_file, errors_only, validate_manifest, write_manifest
 from manifestkit.parts import DEFAULT_PART_SIZE, PartPlan
-from manifestkit.presign import ADDRESSING_STYLES, MAX_EXPIRES, Presigner
+from manifestkit.s3.bucket_names import validate_bucket_name
+from manifestkit.s3.presign import ADDRESSING_STYLES, MAX_EXPIRES, Presigner
 from manifestkit.sizes import format_size, parse_size
 
 log = logging.getLogger("manifestkit")

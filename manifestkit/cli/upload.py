@@ -24,7 +24,7 @@ from manifestkit.cli._output import emit, progress_for
 from manifestkit.errors import ManifestkitError, UsageError
 
 if TYPE_CHECKING:
-    from manifestkit.uploading import UploadResult
+    from manifestkit.workflow.upload import UploadResult
 
 log = logging.getLogger("manifestkit")
 
@@ -101,7 +101,7 @@ def _interrupted(hint: str) -> int:
 
 
 def run_upload(args: argparse.Namespace) -> int:
-    from manifestkit.uploading import upload_image
+    from manifestkit.workflow.upload import upload_image
 
     if not args.bucket and not args.resume:
         raise UsageError("upload needs --bucket", fix="pass --bucket BUCKET")
@@ -127,7 +127,7 @@ def run_upload(args: argparse.Namespace) -> int:
 
 def unfinished_upload_recorded(image: str, state_dir: str | None) -> bool:
     """Whether ``--resume`` has something to continue: an unfinished upload's state file."""
-    from manifestkit.upload_state import find_state
+    from manifestkit.workflow.upload_state import find_state
 
     try:
         found = find_state(image, state_dir)
@@ -164,7 +164,7 @@ def _resume_command(args: argparse.Namespace) -> str:
 
 
 def run_resume(args: argparse.Namespace) -> int:
-    from manifestkit.uploading import resume_upload
+    from manifestkit.workflow.upload import resume_upload
 
     if getattr(args, "local", False):
         raise UsageError(

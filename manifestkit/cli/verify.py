@@ -33,7 +33,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from manifestkit.verify import verify_manifest
+    from manifestkit.workflow.verify import verify_manifest
 
     report = verify_manifest(
         args.manifest, image=args.image, workers=args.workers, progress=progress_for(args)

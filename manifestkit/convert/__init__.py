@@ -21,9 +21,9 @@ from manifestkit.convert.output import (
     partial_file,
     worst_case_output_bytes,
 )
-from manifestkit.convert.sources import open_disk
 from manifestkit.convert.streamopt import DEFAULT_LEVEL, write_stream_optimized
 from manifestkit.errors import ConversionError, ImageError, ManifestkitError
+from manifestkit.images.blocks.open import open_disk
 from manifestkit.images.info import ImageInfo
 from manifestkit.progress import NoProgress, Progress
 

@@ -10,9 +10,9 @@ import secrets
 import shutil
 from collections.abc import Iterator, Sequence
 
-from manifestkit.convert.disk import SECTOR, ExtentKind, VirtualDisk
 from manifestkit.convert.streamopt import GRAIN_BYTES, GT_SPAN
 from manifestkit.errors import ConversionError
+from manifestkit.images.blocks.disk import SECTOR, ExtentKind, VirtualDisk
 
 log = logging.getLogger("manifestkit")
 

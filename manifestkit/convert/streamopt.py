@@ -32,9 +32,9 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from manifestkit.convert.disk import SECTOR, Extent, ExtentKind, VirtualDisk
 from manifestkit.errors import ConversionError
 from manifestkit.images import vmdk
+from manifestkit.images.blocks.disk import SECTOR, Extent, ExtentKind, VirtualDisk
 from manifestkit.progress import NoProgress, Progress
 
 GRAIN_SECTORS = 128  # 64 KiB grains, what VMware and qemu-img write

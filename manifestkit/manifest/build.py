@@ -17,7 +17,7 @@ from manifestkit.files import atomic_private_file
 from manifestkit.images.info import FORMATS, volume_gib_for
 from manifestkit.manifest.model import IMPORTER_NAME, IMPORTER_RELEASE, MANIFEST_VERSION
 from manifestkit.parts import PartPlan
-from manifestkit.presign import Presigner, quote_key
+from manifestkit.s3.presign import Presigner, quote_key
 
 #: EBS volumes (and so ``volume-size``) are at most 16 TiB.
 MAX_VOLUME_GIB = 16384
@@ -92,7 +92,7 @@ def write_manifest(
         capacity_bytes=capacity_bytes,
     )
     check_xml_chars(plan.manifest_key, "object key")
-    from manifestkit.buckets import validate_bucket_name
+    from manifestkit.s3.bucket_names import validate_bucket_name
 
     validate_bucket_name(bucket, warn_dots=False)
 

@@ -31,7 +31,7 @@ from manifestkit.manifest.parse import (
     header_from,
     source_name,
 )
-from manifestkit.presign import (
+from manifestkit.s3.presign import (
     MAX_EXPIRES,
     Credentials,
     PresignedUrlError,

@@ -36,7 +36,7 @@ from manifestkit.manifest import (
     iter_manifest,
     validate_manifest,
 )
-from manifestkit.presign import PresignedUrlError, parse_presigned_url
+from manifestkit.s3.presign import PresignedUrlError, parse_presigned_url
 from manifestkit.sandbox import import_tasks as tasks
 from manifestkit.sandbox.import_http import CHUNK, FetchError, HttpClient
 from manifestkit.sandbox.import_tasks import TaskSnapshot, TaskStore

@@ -19,7 +19,7 @@ presigned S3 URL, or the SHA-256 of the body for services such as EC2 that send 
 signature of the headers is verified; the body's hash and per-chunk signatures are not (moto decodes
 aws-chunked bodies itself).
 
-This module deliberately shares no code with ``manifestkit.presign`` (signing key, canonical
+This module deliberately shares no code with ``manifestkit.s3.presign`` (signing key, canonical
 query, string to sign): the sandbox is the independent check of that signer, so a bug in the
 signer must not be reproduced here and cancel itself out.
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from manifestkit.convert import convert_image, importable_copy, open_disk
-from manifestkit.convert.disk import ExtentKind
 from manifestkit.errors import ConversionError
 from manifestkit.images import inspect_image
+from manifestkit.images.blocks.disk import ExtentKind
 
 from .helpers import SOURCES, assert_same_disk, needs_qemu, qemu, qemu_make
 

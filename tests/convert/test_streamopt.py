@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from manifestkit.convert import convert_image, open_disk
-from manifestkit.convert.disk import Extent, ExtentKind
 from manifestkit.convert.streamopt import GRAIN_BYTES, GT_SPAN, geometry, write_stream_optimized
 from manifestkit.images import vmdk
+from manifestkit.images.blocks.disk import Extent, ExtentKind
 
 from .helpers import assert_same_disk, needs_qemu, qemu
 

@@ -12,7 +12,7 @@ from lxml import etree
 
 from manifestkit.manifest import write_manifest
 from manifestkit.parts import PartPlan
-from manifestkit.presign import Presigner
+from manifestkit.s3.presign import Presigner
 
 XXE_DOC = b"""<?xml version="1.0"?>
 <!DOCTYPE manifest [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>

@@ -20,7 +20,7 @@ from botocore.credentials import ReadOnlyCredentials
 
 from manifestkit.cli import main
 from manifestkit.manifest import read_manifest, validate_manifest
-from manifestkit.presign import parse_presigned_url, signed_method
+from manifestkit.s3.presign import parse_presigned_url, signed_method
 
 from .conftest import XXE_DOC, build, mutate
 

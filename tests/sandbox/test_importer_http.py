@@ -23,7 +23,7 @@ from botocore.config import Config
 
 from manifestkit.manifest import build_manifest_file
 from manifestkit.parts import PartPlan
-from manifestkit.presign import Presigner
+from manifestkit.s3.presign import Presigner
 from manifestkit.sizes import GiB
 
 ROOT = Path(__file__).resolve().parents[2]

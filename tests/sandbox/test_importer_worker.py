@@ -16,7 +16,7 @@ import pytest
 from manifestkit.images.info import ImageInfo
 from manifestkit.manifest import build_manifest_file
 from manifestkit.parts import PartPlan
-from manifestkit.presign import Presigner
+from manifestkit.s3.presign import Presigner
 from manifestkit.sandbox import import_tasks as tasks
 from manifestkit.sandbox.import_http import FetchError, HeadResult
 from manifestkit.sandbox.import_requests import DiskImageSpec, ImportVolumeRequest

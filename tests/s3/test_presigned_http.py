@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from manifestkit.presigned_http import HttpFailure, PresignedHttp, redact
+from manifestkit.s3.presigned_http import HttpFailure, PresignedHttp, redact
 
 
 class _Server:

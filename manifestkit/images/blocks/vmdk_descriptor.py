@@ -12,11 +12,11 @@ import bisect
 import os
 from collections.abc import Iterator
 
-from manifestkit.convert.disk import SECTOR, Extent, ExtentKind, VirtualDisk, coalesce
-from manifestkit.convert.raw import FileRegion
-from manifestkit.convert.vmdk_sparse import SparseExtentDisk
 from manifestkit.errors import ConversionError, ImageError
 from manifestkit.images import vmdk
+from manifestkit.images.blocks.disk import SECTOR, Extent, ExtentKind, VirtualDisk, coalesce
+from manifestkit.images.blocks.raw import FileRegion
+from manifestkit.images.blocks.vmdk_sparse import SparseExtentDisk
 
 _FLAT_TYPES = ("FLAT", "VMFS")
 

@@ -14,7 +14,9 @@ import os
 from array import array
 from collections.abc import Iterator
 
-from manifestkit.convert.disk import (
+from manifestkit.errors import ConversionError, ImageError
+from manifestkit.images import vhd
+from manifestkit.images.blocks.disk import (
     SECTOR,
     Extent,
     ExtentKind,
@@ -23,9 +25,7 @@ from manifestkit.convert.disk import (
     open_readonly,
     pread_exact,
 )
-from manifestkit.convert.raw import FileRegion
-from manifestkit.errors import ConversionError, ImageError
-from manifestkit.images import vhd
+from manifestkit.images.blocks.raw import FileRegion
 
 _FIX = "the image is damaged; copy it again or re-export it"
 

@@ -10,10 +10,10 @@ import pytest
 from manifestkit.aws import make_session
 from manifestkit.errors import UploadError
 from manifestkit.parts import PartPlan
-from manifestkit.pool import run_bounded
-from manifestkit.upload import PartUploader, default_workers
-from manifestkit.uploading import upload_s3_client
-from manifestkit.zeroparts import ZeroBlocks, range_is_hole
+from manifestkit.s3.part_upload import PartUploader, default_workers
+from manifestkit.s3.pool import run_bounded
+from manifestkit.s3.zeroparts import ZeroBlocks, range_is_hole
+from manifestkit.workflow.upload import upload_s3_client
 
 from .faultproxy import FaultProxy
 from .helpers import MiB, random_image
@@ -123,7 +123,7 @@ def test_an_etag_mismatch_resends_the_part(s3server, bucket, tmp_path):
 
 
 def test_a_part_that_never_verifies_fails_with_exit_1(s3server, bucket, tmp_path, monkeypatch):
-    import manifestkit.upload as upload_module
+    import manifestkit.s3.part_upload as upload_module
 
     monkeypatch.setattr(upload_module, "_RETRY_BACKOFF", 0.01)
     image = random_image(tmp_path / "e.raw", MiB)
@@ -175,7 +175,7 @@ class _FlakyS3:
 
 
 def test_a_failed_zero_source_hands_the_role_on(tmp_path, monkeypatch):
-    import manifestkit.upload as upload_module
+    import manifestkit.s3.part_upload as upload_module
 
     monkeypatch.setattr(upload_module, "_RETRY_BACKOFF", 0.01)
     image = tmp_path / "holes.raw"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import shlex
 
-from manifestkit.convert.disk import VirtualDisk
 from manifestkit.errors import ConversionError
+from manifestkit.images.blocks.disk import VirtualDisk
 from manifestkit.images.detect import (
     ARCHIVE_FIXES,
     RAW,
@@ -24,19 +24,19 @@ def open_disk(path: str | os.PathLike[str]) -> VirtualDisk:
     path = os.fspath(path)
     found = detect(path)
     if found.kind == RAW:
-        from manifestkit.convert.raw import FileRegion
+        from manifestkit.images.blocks.raw import FileRegion
 
         return FileRegion(path)
     if found.kind == VMDK_SPARSE:
-        from manifestkit.convert.vmdk_sparse import SparseExtentDisk
+        from manifestkit.images.blocks.vmdk_sparse import SparseExtentDisk
 
         return SparseExtentDisk(path)
     if found.kind == VMDK_DESCRIPTOR:
-        from manifestkit.convert.vmdk_descriptor import DescriptorDisk
+        from manifestkit.images.blocks.vmdk_descriptor import DescriptorDisk
 
         return DescriptorDisk(path)
     if found.kind == VHD:
-        from manifestkit.convert.vhd import open_vhd
+        from manifestkit.images.blocks.vhd import open_vhd
 
         return open_vhd(path)
     if found.kind in ARCHIVE_FIXES:

@@ -25,15 +25,13 @@ from typing import TYPE_CHECKING, Any
 from botocore.config import Config
 
 from manifestkit.aws import AwsSettings, client_config, make_session, region_of
-from manifestkit.bucket_checks import ensure_bucket
 from manifestkit.errors import ImageError, ManifestError, NotImportableError, UsageError
 from manifestkit.images.info import ImageInfo
 from manifestkit.images.reader import stat_regular
 from manifestkit.parts import DEFAULT_PART_SIZE, PartPlan
-from manifestkit.pool import CancelToken
-from manifestkit.presign import MAX_EXPIRES  # SigV4's ceiling: the default URL lifetime
 from manifestkit.progress import NoProgress, Progress
-from manifestkit.upload import (
+from manifestkit.s3.bucket_checks import ensure_bucket
+from manifestkit.s3.part_upload import (
     DEFAULT_PART_RETRIES,
     PartUploader,
     RemoteObject,
@@ -43,7 +41,9 @@ from manifestkit.upload import (
     put_manifest_file,
     verify_uploaded,
 )
-from manifestkit.upload_state import (
+from manifestkit.s3.pool import CancelToken
+from manifestkit.s3.presign import MAX_EXPIRES  # SigV4's ceiling: the default URL lifetime
+from manifestkit.workflow.upload_state import (
     UploadState,
     find_state,
     new_state,
@@ -52,7 +52,7 @@ from manifestkit.upload_state import (
 )
 
 if TYPE_CHECKING:
-    from manifestkit.presign import Presigner
+    from manifestkit.s3.presign import Presigner
 
 log = logging.getLogger("manifestkit")
 
@@ -324,7 +324,7 @@ def _new_upload(
 
 
 def _require_bucket(request: UploadRequest) -> str:
-    from manifestkit.buckets import validate_bucket_name
+    from manifestkit.s3.bucket_names import validate_bucket_name
 
     if not request.bucket:
         raise UsageError("no bucket given", fix="pass --bucket")
@@ -567,7 +567,7 @@ def resume_upload(
     rest, and writes a new manifest (fresh URLs) when the old one's expire within ``renew_margin``.
     Refuses (``ImageError``, exit 2) when ``image`` is not the manifest's size.
     """
-    from manifestkit.manifest_source import plan_from_manifest
+    from manifestkit.workflow.manifest_source import plan_from_manifest
 
     progress = progress or NoProgress()
     size = stat_regular(image).st_size
@@ -636,7 +636,7 @@ def _presigner(
     conn: _Connection, settings: AwsSettings, expires_in: int, now: dt.datetime | None
 ) -> Presigner:
     """A presigner for the bucket's own region (it differs only with --ignore-region-affinity)."""
-    from manifestkit.presign import Presigner
+    from manifestkit.s3.presign import Presigner
 
     sign_settings = dataclasses.replace(settings, region=conn.bucket_region)
     sign_session = (
@@ -756,7 +756,7 @@ def _reusable_manifest_expiry(
 ) -> dt.datetime | None:
     """When the manifest in the bucket still fits the upload and its URLs live longer than
     ``margin`` seconds: their expiry; None means write a new one."""
-    from manifestkit.manifest_source import describe_manifest_object
+    from manifestkit.workflow.manifest_source import describe_manifest_object
 
     try:
         described = describe_manifest_object(

@@ -23,10 +23,10 @@ from typing import Any
 
 import botocore.exceptions
 
-from manifestkit.bucket_checks import owner_args
 from manifestkit.errors import ManifestError, RemoteError, UsageError
 from manifestkit.parts import PartPlan
-from manifestkit.s3_errors import translate
+from manifestkit.s3.bucket_checks import owner_args
+from manifestkit.s3.errors import translate
 
 #: seconds to wait for the server when fetching a manifest by URL
 HTTP_TIMEOUT = 60.0
@@ -92,7 +92,7 @@ def _check_complete(url: str) -> None:
 
 
 def _fetch(url: str, out: Any, s3_client: Callable[[], Any] | None) -> None:
-    from manifestkit.presign import PresignedUrlError, parse_presigned_url
+    from manifestkit.s3.presign import PresignedUrlError, parse_presigned_url
 
     _check_complete(url)
     try:
@@ -163,7 +163,7 @@ def describe(path: str) -> DescribedManifest:
     (``{prefix}/{uuid}/{basename}.part{N}``, equal parts but the last).
     """
     from manifestkit.manifest import iter_manifest
-    from manifestkit.presign import PresignedUrlError, parse_presigned_url
+    from manifestkit.s3.presign import PresignedUrlError, parse_presigned_url
 
     header, parts = iter_manifest(path)
     try:

@@ -317,7 +317,7 @@ def test_access_denied_is_one_line_and_deletes_nothing(s3server, bucket, tmp_pat
 
 
 def test_server_errors_that_do_not_stop_fail_with_exit_1(s3server, bucket, tmp_path, monkeypatch):
-    import manifestkit.upload as upload_module
+    import manifestkit.s3.part_upload as upload_module
     from manifestkit.errors import UploadError
     from manifestkit.workflow import UploadRequest, upload_image
 

@@ -1,7 +1,7 @@
 """The one-command import: image -> upload -> ImportInstance/ImportVolume -> wait -> ConversionTask.
 
 Re-exported by ``manifestkit.workflow`` (``from manifestkit.workflow import import_instance,
-ImportInstanceRequest``). The upload steps are ``manifestkit.uploading``'s public functions.
+ImportInstanceRequest``). The upload steps are ``manifestkit.workflow.upload``'s public functions.
 
 Nothing is left half-done without saying so. Before uploading, EC2's DryRun of the call catches
 refused credentials and requests EC2 rejects. When the real call still fails after the upload, the
@@ -40,7 +40,7 @@ from manifestkit.errors import (
 from manifestkit.images.info import FORMATS, volume_gib_for
 from manifestkit.parts import DEFAULT_PART_SIZE
 from manifestkit.progress import NoProgress, Progress
-from manifestkit.uploading import UploadRequest, UploadResult, put_manifest_only, upload_image
+from manifestkit.workflow.upload import UploadRequest, UploadResult, put_manifest_only, upload_image
 
 log = logging.getLogger("manifestkit")
 
@@ -144,7 +144,7 @@ def _disk_from_manifest_url(url: str, volume_gib: int | None) -> DiskImageSpec:
     """Read the manifest through its URL, as the importer will: unreachable -> RemoteError (exit 1),
     expired -> UsageError, not a manifest -> ManifestError (exit 2)."""
     from manifestkit.manifest import iter_manifest
-    from manifestkit.manifest_source import is_url, local_manifest
+    from manifestkit.workflow.manifest_source import is_url, local_manifest
 
     if not is_url(url):
         raise UsageError(
@@ -214,7 +214,7 @@ def _dry_run_disk(
     assert upload is not None
     from manifestkit.images import inspect_image
     from manifestkit.parts import PartPlan
-    from manifestkit.presign import Presigner
+    from manifestkit.s3.presign import Presigner
 
     try:
         info = inspect_image(upload.image, format=upload.format)
@@ -281,7 +281,7 @@ def _warn_platform(platform: str, notify: Callable[[str], None]) -> None:
 
 def _where(url: str) -> str:
     """The manifest's place without the signature (a bearer token): ``s3://bucket/key``."""
-    from manifestkit.presign import PresignedUrlError, parse_presigned_url
+    from manifestkit.s3.presign import PresignedUrlError, parse_presigned_url
 
     try:
         info = parse_presigned_url(url)
@@ -477,8 +477,8 @@ def _check_bucket(upload: UploadRequest | None, settings: AwsSettings) -> None:
     if upload is None or not upload.bucket:
         return
     from manifestkit.aws import region_of, s3_client
-    from manifestkit.bucket_checks import bucket_region, ensure_bucket
-    from manifestkit.buckets import validate_bucket_name
+    from manifestkit.s3.bucket_checks import bucket_region, ensure_bucket
+    from manifestkit.s3.bucket_names import validate_bucket_name
 
     validate_bucket_name(upload.bucket)
     session = make_session(settings)

@@ -11,8 +11,8 @@ import errno
 import os
 from collections.abc import Iterator
 
-from manifestkit.convert.disk import Extent, ExtentKind, OneFileDisk, coalesce
 from manifestkit.errors import ImageError
+from manifestkit.images.blocks.disk import Extent, ExtentKind, OneFileDisk, coalesce
 
 
 class FileRegion(OneFileDisk):

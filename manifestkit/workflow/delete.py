@@ -22,13 +22,13 @@ from typing import Any
 
 import botocore.exceptions
 
-from manifestkit.bucket_checks import owner_args
 from manifestkit.errors import ManifestError, RemoteError, UsageError
-from manifestkit.manifest_source import ManifestGone, is_url, local_manifest
-from manifestkit.pool import CancelToken, run_bounded
-from manifestkit.presigned_http import HttpFailure, PresignedHttp, redact, url_expired
 from manifestkit.progress import NoProgress, Progress
-from manifestkit.s3_errors import error_code, translate
+from manifestkit.s3.bucket_checks import owner_args
+from manifestkit.s3.errors import error_code, translate
+from manifestkit.s3.pool import CancelToken, run_bounded
+from manifestkit.s3.presigned_http import HttpFailure, PresignedHttp, redact, url_expired
+from manifestkit.workflow.manifest_source import ManifestGone, is_url, local_manifest
 
 log = logging.getLogger("manifestkit")
 
@@ -129,7 +129,7 @@ def delete_upload(
 ) -> DeleteReport:
     """Delete the parts and the manifest ``source`` (file or URL) names; see the module doc."""
     from manifestkit.manifest import iter_manifest
-    from manifestkit.presign import PresignedUrlError, parse_presigned_url
+    from manifestkit.s3.presign import PresignedUrlError, parse_presigned_url
 
     progress = progress or NoProgress()
     name = redact(source) if is_url(source) else source

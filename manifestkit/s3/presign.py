@@ -263,7 +263,7 @@ class Presigner:
         # path style for it, and so do we.
         if "." in bucket and self._scheme == "https":
             return False
-        from manifestkit.buckets import bucket_name_problem
+        from manifestkit.s3.bucket_names import bucket_name_problem
 
         return bucket_name_problem(bucket) is None
 

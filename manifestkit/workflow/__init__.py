@@ -1,20 +1,22 @@
 """End-to-end steps composed from the modules; what the CLI and library users call.
 
-Two halves, each in its own module, both importable from here::
+The steps live in this folder, one module each, and every public name is importable from here::
 
     from manifestkit.workflow import ImportInstanceRequest, LaunchSpec, UploadRequest, WaitSettings
     from manifestkit.workflow import import_instance
 
-- ``manifestkit.uploading``: image -> bucket -> verified parts -> manifest -> its presigned URL
-  (``upload_image``, ``resume_upload``).
-- ``manifestkit.importing``: an upload (or a manifest URL) -> ImportInstance / ImportVolume ->
-  waiting for the conversion task (``import_instance``, ``import_volume``).
+- ``upload``: image -> bucket -> verified parts -> manifest -> its presigned URL
+  (``upload_image``, ``resume_upload``); ``upload_state`` keeps its local record.
+- ``import_``: an upload (or a manifest URL) -> ImportInstance / ImportVolume -> waiting for the
+  conversion task (``import_instance``, ``import_volume``).
+- ``verify`` / ``delete``: the importer's view of an upload, and its cleanup; ``manifest_source``
+  reads a manifest from a file or a URL for them.
 """
 
 from __future__ import annotations
 
 from manifestkit.ec2 import ConversionTask, LaunchSpec, WaitSettings
-from manifestkit.importing import (
+from manifestkit.workflow.import_ import (
     ConversionTaskFailed,
     ImportInstanceRequest,
     ImportVolumeRequest,
@@ -23,7 +25,7 @@ from manifestkit.importing import (
     import_instance,
     import_volume,
 )
-from manifestkit.uploading import UploadRequest, UploadResult, resume_upload, upload_image
+from manifestkit.workflow.upload import UploadRequest, UploadResult, resume_upload, upload_image
 
 __all__ = [
     "ConversionTask",

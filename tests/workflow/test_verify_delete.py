@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from manifestkit.delete import delete_upload
 from manifestkit.errors import UsageError
 from manifestkit.manifest import read_manifest
 from manifestkit.workflow import UploadRequest, upload_image
+from manifestkit.workflow.delete import delete_upload
 
 from .helpers import MiB, http, random_image, run_cli
 

@@ -2,7 +2,8 @@
 
 The importer reads the parts from inside the region it runs in; a bucket elsewhere means a
 cross-region transfer at best and an import that fails at worst, so a region mismatch is an error
-(``--ignore-region-affinity`` overrides it). Bucket names are checked by ``manifestkit.buckets``.
+(``--ignore-region-affinity`` overrides it). Bucket names are checked by
+``manifestkit.s3.bucket_names``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import botocore.exceptions
 
 from manifestkit.errors import CredentialsError, UsageError
-from manifestkit.s3_errors import CREDENTIAL_CODES, error_code, translate
+from manifestkit.s3.errors import CREDENTIAL_CODES, error_code, translate
 
 log = logging.getLogger("manifestkit")
 

@@ -18,15 +18,15 @@ import zlib
 from array import array
 from collections.abc import Iterator
 
-from manifestkit.convert.disk import (
+from manifestkit.errors import ConversionError, ImageError
+from manifestkit.images import vmdk
+from manifestkit.images.blocks.disk import (
     SECTOR,
     Extent,
     ExtentKind,
     OneFileDisk,
     coalesce,
 )
-from manifestkit.errors import ConversionError, ImageError
-from manifestkit.images import vmdk
 
 _ZEROED_GTE = 1
 _FIX = "the image is damaged; copy it again or re-export it from the hypervisor"

@@ -7,10 +7,10 @@ import stat
 
 import pytest
 
-from manifestkit.bucket_checks import _normalise_location, ensure_bucket
 from manifestkit.errors import UsageError
 from manifestkit.parts import PartPlan
-from manifestkit.upload_state import (
+from manifestkit.s3.bucket_checks import _normalise_location, ensure_bucket
+from manifestkit.workflow.upload_state import (
     find_state,
     new_state,
     read_state,

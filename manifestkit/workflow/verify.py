@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from manifestkit.errors import ImageError, ManifestError
-from manifestkit.manifest_source import is_url, local_manifest
-from manifestkit.pool import CancelToken, run_bounded
-from manifestkit.presigned_http import HttpFailure, PresignedHttp, redact, url_expired
 from manifestkit.progress import NoProgress, Progress
+from manifestkit.s3.pool import CancelToken, run_bounded
+from manifestkit.s3.presigned_http import HttpFailure, PresignedHttp, redact, url_expired
+from manifestkit.workflow.manifest_source import is_url, local_manifest
 
 CHUNK = 1 << 20
 DEFAULT_WORKERS = 8

@@ -51,7 +51,7 @@ class Answer:
 
 def url_expired(url: str, now: dt.datetime | None = None) -> bool:
     """True when the presigned URL's X-Amz-Date + X-Amz-Expires is past."""
-    from manifestkit.presign import PresignedUrlError, parse_presigned_url
+    from manifestkit.s3.presign import PresignedUrlError, parse_presigned_url
 
     try:
         info = parse_presigned_url(url)

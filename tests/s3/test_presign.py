@@ -14,11 +14,11 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials, ReadOnlyCredentials
 
-from manifestkit import presign
 from manifestkit.aws import AwsSettings
-from manifestkit.buckets import bucket_name_problem, validate_bucket_name
 from manifestkit.errors import CredentialsError, UsageError
-from manifestkit.presign import (
+from manifestkit.s3 import presign
+from manifestkit.s3.bucket_names import bucket_name_problem, validate_bucket_name
+from manifestkit.s3.presign import (
     MAX_EXPIRES,
     PresignedUrlError,
     Presigner,
@@ -398,7 +398,7 @@ def test_quote_key_is_urllib_quote():
     import random
     from urllib.parse import quote
 
-    from manifestkit.presign import quote_key
+    from manifestkit.s3.presign import quote_key
 
     rng = random.Random(20261127)
     alphabet = [chr(i) for i in range(0x250)] + ["日", "🙂", "é", "\u2028", "\ufeff"]

@@ -1,6 +1,6 @@
 """Concurrent, verified, resumable upload of the parts of a ``PartPlan`` to S3.
 
-How a part travels: a worker thread takes the part from a bounded queue (``manifestkit.pool``),
+How a part travels: a worker thread takes the part from a bounded queue (``manifestkit.s3.pool``),
 reads its bytes with ``os.pread`` straight from the image (no shared file offset, no buffered
 copy), sends them with ``PutObject`` and ``Content-MD5`` (S3 refuses a body that does not match,
 ``BadDigest``), and compares the returned ETag with the MD5 hex (for a single-PUT object without
@@ -37,13 +37,13 @@ from typing import Any, Literal
 
 import botocore.exceptions
 
-from manifestkit.bucket_checks import owner_args
 from manifestkit.errors import ImageError, ManifestkitError, UploadError
 from manifestkit.parts import Part, PartPlan
-from manifestkit.pool import CancelToken, run_bounded
 from manifestkit.progress import NoProgress, Progress
-from manifestkit.s3_errors import is_transient, translate
-from manifestkit.zeroparts import ZeroBlocks, range_is_hole
+from manifestkit.s3.bucket_checks import owner_args
+from manifestkit.s3.errors import is_transient, translate
+from manifestkit.s3.pool import CancelToken, run_bounded
+from manifestkit.s3.zeroparts import ZeroBlocks, range_is_hole
 
 log = logging.getLogger("manifestkit")
 
