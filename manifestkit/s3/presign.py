@@ -12,6 +12,16 @@ Algorithm: "Authenticating Requests: Using Query Parameters (AWS Signature Versi
 https://docs.aws.amazon.com/AmazonS3/latest/API/sigv4-query-string-auth.html . The URL layout
 (parameter order, encoding) follows botocore's ``S3SigV4QueryAuth`` so that the output is the same
 string, which the tests check against botocore itself.
+
+What "byte-identical to botocore" means exactly: the same string as ``generate_presigned_url`` of a
+botocore client configured ``Config(signature_version="s3v4", s3={"addressing_style": "virtual",
+"us_east_1_regional_endpoint": "regional"})`` (``"path"`` for path style; with a custom
+``endpoint_url``, the same addressing style as ours), same credentials, region, expiry and clock.
+A client with only ``signature_version="s3v4"`` differs in us-east-1: it addresses and signs the
+legacy global host ``{bucket}.s3.amazonaws.com``, so not one URL matches there (the signed host is
+part of the signature); we always use the regional host ``{bucket}.s3.{region}.amazonaws.com``.
+botocore also puts a dotted bucket in front of an IP-address endpoint (a host that cannot resolve),
+where we use path style. ``tests/s3/test_presign.py`` shows each of these facts.
 """
 
 from __future__ import annotations

@@ -439,3 +439,31 @@ def test_from_session_warns_for_refreshable_credentials_expiring_first(caplog):
     assert f"expire at {expiry.replace(microsecond=0).isoformat()}" in caplog.text
     assert "X-Amz-Security-Token=" in presigner.url("GET", "my-bucket", "k")
     assert TOKEN not in caplog.text
+
+
+def test_identical_only_to_regional_virtual_botocore():
+    """The exact meaning of "byte-identical to botocore" (module doc of presign): it holds against
+    botocore configured for regional virtual-hosted URLs; with only ``signature_version='s3v4'``
+    botocore signs us-east-1 URLs for the global host and not one URL matches."""
+    ours = Presigner(
+        ReadOnlyCredentials(ACCESS, SECRET, None), "us-east-1", expires_in=3600, now=FROZEN
+    )
+    session = boto3.Session(aws_access_key_id=ACCESS, aws_secret_access_key=SECRET)
+    regional = session.client(
+        "s3",
+        region_name="us-east-1",
+        config=Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "virtual", "us_east_1_regional_endpoint": "regional"},
+        ),
+    )
+    plain = session.client("s3", region_name="us-east-1", config=Config(signature_version="s3v4"))
+    for key in ("a/b.part0", "x y/ü.part12"):
+        for method, op in OPS:
+            mine = ours.url(method, "my-bucket", key)
+            assert mine == botocore_url(regional, op, "my-bucket", key, 3600)
+            global_url = botocore_url(plain, op, "my-bucket", key, 3600)
+            assert global_url.startswith("https://my-bucket.s3.amazonaws.com/")
+            assert mine.startswith("https://my-bucket.s3.us-east-1.amazonaws.com/")
+            # not only the host: the signature covers it, so the query differs as well
+            assert mine.split("?")[1] != global_url.split("?")[1]
