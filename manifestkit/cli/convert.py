@@ -19,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "streamOptimized), VHD (fixed, dynamic) or RAW image to the streamOptimized VMDK that "
         "ImportInstance accepts. The format is read from the content, not the name.",
     )
-    parser.add_argument("source", metavar="SOURCE", help="the image to convert")
+    parser.add_argument(
+        "source", metavar="SOURCE", help="the image to convert, or a whole disk (/dev/sdb)"
+    )
     parser.add_argument("target", metavar="OUTPUT.vmdk", help="the streamOptimized VMDK to write")
     parser.add_argument(
         "--workers",
@@ -28,7 +30,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         metavar="N",
         help="threads that compress grains (default: one per CPU)",
     )
-    parser.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace OUTPUT if it exists; read a SOURCE disk even while it is mounted read-write",
+    )
     parser.set_defaults(run=run)
 
 
@@ -51,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=progress_for(args),
         overwrite=args.force,
+        read_mounted=args.force,
     )
     seconds = time.monotonic() - started
     document = {

@@ -1,8 +1,10 @@
 """Turn a local image into one ImportInstance takes: a streamOptimized VMDK (issue 6).
 
-``convert_image`` reads any supported source by content (``sources.open_disk``) and writes a
-streamOptimized VMDK in one pass (``streamopt``); ``importable_copy`` hands back the image itself
-when it is already importable, or a converted temporary copy that is removed afterwards.
+``convert_image`` reads any supported source by content (``images.blocks.open_disk``), a block
+device included, and writes a streamOptimized VMDK in one pass (``streamopt``, the same writer
+``upload --convert`` streams into parts without a file: ``workflow.stream_upload``).
+``importable_copy`` hands back the image itself when it is already importable, or a converted
+temporary copy that is removed afterwards.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from manifestkit.convert.output import (
 )
 from manifestkit.convert.streamopt import DEFAULT_LEVEL, write_stream_optimized
 from manifestkit.errors import ConversionError, ImageError, ManifestkitError
+from manifestkit.images.blocks.device import check_not_mounted
 from manifestkit.images.blocks.open import open_disk
 from manifestkit.images.info import ImageInfo
 from manifestkit.progress import NoProgress, Progress
@@ -38,17 +41,20 @@ def convert_image(
     progress: Progress | None = None,
     overwrite: bool = False,
     level: int = DEFAULT_LEVEL,
+    read_mounted: bool = False,
 ) -> ImageInfo:
     """Convert ``source`` to a streamOptimized VMDK at ``output``; return ``inspect_image(output)``.
 
-    The output appears under its name only once complete, fsynced and re-read; on any error or
-    Ctrl-C nothing is left behind. Raises ``ImageError`` for a bad source, ``ConversionError``
-    for an output that is an input, lack of space or a failed write.
+    ``source`` may be a block device (a whole disk); one mounted read-write is refused unless
+    ``read_mounted``. The output appears under its name only once complete, fsynced and re-read;
+    on any error or Ctrl-C nothing is left behind. Raises ``ImageError`` for a bad source,
+    ``ConversionError`` for an output that is an input, lack of space or a failed write.
     """
     from manifestkit.images import inspect_image
 
     source, output = os.fspath(source), os.fspath(output)
     progress = progress or NoProgress()
+    check_not_mounted(source, force=read_mounted)
     disk = open_disk(source)
     try:
         if disk.capacity == 0:

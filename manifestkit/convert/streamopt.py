@@ -11,9 +11,16 @@ Extents"), every item aligned to a 512-byte sector::
     footer marker (type 3) + footer            (the header again, with the real gdOffset)
     end-of-stream marker (type 0)
 
-Nothing is ever written twice, so the output could go to a pipe. Grains are deflated by a thread
-pool (zlib releases the GIL); results are written in submission order. Incompressible grains are
-stored (zlib level 0) instead of deflated: see ``deflate_grain``.
+Nothing is ever written twice: ``StreamOptimizedStream`` yields the file as a sequence of byte
+chunks, write-once, which ``write_stream_optimized`` writes to a file and the streamed upload
+(``manifestkit.s3.stream_parts``) cuts into parts without any file. Grains are deflated by a
+thread pool (zlib releases the GIL); results are yielded in submission order. Incompressible
+grains are stored (zlib level 0) instead of deflated: see ``deflate_grain``.
+
+Deterministic output: given the same disk contents, ``name``, ``level``, ``adapter_type``,
+``identity`` and zlib build, the bytes are the same on every run and with any number of workers
+(the descriptor's CID and longContentID derive from ``identity``), which is what lets a streamed
+upload resume by converting again (``CONVERTER_ID`` names what the bytes depend on).
 
 Worst-case memory: ``window`` runs in flight, each at most ``RUN_GRAINS`` grains read (1 MiB) plus
 their compressed form (< 1.01 MiB), so about ``2.1 MiB x window``; plus the grain directory
@@ -22,6 +29,7 @@ their compressed form (< 1.01 MiB), so about ``2.1 MiB x window``; plus the grai
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import struct
@@ -59,6 +67,11 @@ RUN_GRAINS = 16
 DEFAULT_LEVEL = 5
 
 _ZERO_GRAIN = bytes(GRAIN_BYTES)
+
+#: what a converted image's bytes depend on besides the disk and the settings: bump the layout
+#: number whenever the writer's output changes, so a resume never mixes two writers' parts
+WRITER_LAYOUT = 1
+CONVERTER_ID = f"streamopt-{WRITER_LAYOUT}/zlib-{zlib.ZLIB_RUNTIME_VERSION}"
 
 # Incompressible grains (compressed files, encrypted data) cost deflate as much CPU as any other
 # and do not shrink at any level; qemu-img's level 6 emits them as stored blocks anyway. A level-1
@@ -107,11 +120,28 @@ def geometry(capacity_sectors: int, adapter_type: str) -> tuple[int, int, int]:
     return max(1, min(cylinders, cap)), heads, 63
 
 
-def descriptor_text(*, name: str, capacity_sectors: int, adapter_type: str = "lsilogic") -> str:
+def _content_ids(identity: bytes | None) -> tuple[int, str]:
+    """(CID, the 24 hex digits that lead ddb.longContentID): random, or derived from ``identity``
+    so that the same source converts to the same bytes (a resumed streamed upload relies on it)."""
+    if identity is None:
+        seed = secrets.token_bytes(32)
+    else:
+        seed = hashlib.sha256(b"manifestkit streamOptimized ids\0" + identity).digest()
+    cid = int.from_bytes(seed[:4], "little")
+    if cid in (0xFFFFFFFF, 0xFFFFFFFE):  # these read as "no parent" / "all zeros" to some tools
+        cid = 0x4D4B0001
+    return cid, seed[4:16].hex()
+
+
+def descriptor_text(
+    *,
+    name: str,
+    capacity_sectors: int,
+    adapter_type: str = "lsilogic",
+    identity: bytes | None = None,
+) -> str:
     cylinders, heads, sectors = geometry(capacity_sectors, adapter_type)
-    cid = secrets.randbits(32)
-    while cid in (0xFFFFFFFF, 0xFFFFFFFE):  # these read as "no parent" / "all zeros" to some tools
-        cid = secrets.randbits(32)
+    cid, long_id = _content_ids(identity)
     safe_name = name.replace('"', "_").replace("\n", "_")
     return (
         "# Disk DescriptorFile\n"
@@ -131,7 +161,7 @@ def descriptor_text(*, name: str, capacity_sectors: int, adapter_type: str = "ls
         f'ddb.geometry.cylinders = "{cylinders}"\n'
         f'ddb.geometry.heads = "{heads}"\n'
         f'ddb.geometry.sectors = "{sectors}"\n'
-        f'ddb.longContentID = "{secrets.token_hex(12)}{cid:08x}"\n'
+        f'ddb.longContentID = "{long_id}{cid:08x}"\n'
         'ddb.toolsVersion = "2147483647"\n'
         'ddb.virtualHWVersion = "4"\n'
     )
@@ -202,31 +232,156 @@ def deflate_grain(grain: bytes, level: int) -> bytes:
     return zlib.compress(grain, level)
 
 
-class _Out:
-    """Sequential writer that knows its position in sectors."""
+class _Position:
+    """How many bytes the stream has yielded, in bytes and sectors."""
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+    def __init__(self) -> None:
         self.bytes = 0
 
     @property
     def sector(self) -> int:
         return self.bytes // SECTOR
 
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(self.fd, view)
-            view = view[written:]
+    def take(self, data: bytes) -> bytes:
         self.bytes += len(data)
+        return data
 
-    def meta(self, marker_type: int, payload: bytes) -> int:
-        """Write a metadata marker and its payload (sector-padded); return the payload sector."""
-        padded = payload + bytes(-len(payload) % SECTOR)
-        self.write(vmdk.pack_metadata_marker(marker_type, len(padded) // SECTOR))
-        at = self.sector
-        self.write(padded)
-        return at
+
+class StreamOptimizedStream:
+    """``disk`` as a streamOptimized VMDK: iterate for its bytes, in order, each chunk once.
+
+    ``stats`` is set once the iteration has ended. Closing the iterator early (or an error while
+    reading the disk) stops the deflate pool. ``name`` is the file name the embedded descriptor's
+    extent line names; ``identity`` (bytes that identify the source) makes the descriptor's ids,
+    hence the whole output, reproducible; without it they are random.
+    """
+
+    def __init__(
+        self,
+        disk: VirtualDisk,
+        *,
+        name: str,
+        workers: int | None = None,
+        level: int = DEFAULT_LEVEL,
+        adapter_type: str = "lsilogic",
+        progress: Progress | None = None,
+        identity: bytes | None = None,
+    ) -> None:
+        self.disk = disk
+        self.name = name
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.level = level
+        self.adapter_type = adapter_type
+        self.progress = progress or NoProgress()
+        self.identity = identity
+        self.stats: StreamStats | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        disk, progress = self.disk, self.progress
+        window = 2 * self.workers + 2
+        capacity_sectors = -(-disk.capacity // SECTOR)
+        gt_count = -(-capacity_sectors // (GRAIN_SECTORS * GTES_PER_GT))
+        gd = array("I", bytes(4 * gt_count))
+        gt = array("I", bytes(4 * GTES_PER_GT))
+        gt_index = -1
+        gt_used = False
+        grains_written = 0
+        out = _Position()
+
+        descriptor = descriptor_text(
+            name=self.name,
+            capacity_sectors=capacity_sectors,
+            adapter_type=self.adapter_type,
+            identity=self.identity,
+        ).encode()
+        descriptor += bytes(-len(descriptor) % SECTOR)
+        descriptor_sectors = len(descriptor) // SECTOR
+
+        def meta(marker_type: int, payload: bytes) -> tuple[bytes, int]:
+            """A metadata marker and its payload (sector-padded), and the payload's sector."""
+            padded = payload + bytes(-len(payload) % SECTOR)
+            at = out.sector + 1
+            return out.take(
+                vmdk.pack_metadata_marker(marker_type, len(padded) // SECTOR) + padded
+            ), at
+
+        def flush_gt() -> bytes:
+            nonlocal gt_used
+            chunk = b""
+            if gt_index >= 0 and gt_used:
+                chunk, gd[gt_index] = meta(vmdk.MARKER_GT, _le_bytes(gt))
+                for i in range(GTES_PER_GT):
+                    gt[i] = 0
+            gt_used = False
+            return chunk
+
+        yield out.take(
+            pack_header(
+                capacity_sectors=capacity_sectors,
+                descriptor_sectors=descriptor_sectors,
+                gd_offset=vmdk.GD_AT_END,
+            )
+            + descriptor
+        )
+        progress.start(disk.capacity, "converting")
+        done = 0
+        runs = grain_runs(disk.extents())
+        pending: deque[Future[_Packed]] = deque()
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="deflate")
+        try:
+            for run in runs:
+                pending.append(pool.submit(_pack_run, disk, run[0], run[1], self.level))
+                if len(pending) >= window:
+                    break
+            while pending:
+                packed = pending.popleft().result()
+                run = next(runs, None)
+                if run is not None:
+                    pending.append(pool.submit(_pack_run, disk, run[0], run[1], self.level))
+                table = packed.first // GTES_PER_GT
+                if table != gt_index:
+                    chunk = flush_gt()
+                    if chunk:
+                        yield chunk
+                    gt_index = table
+                position = out.sector
+                if position + sum(packed.sectors) > MAX_SECTOR:
+                    raise ConversionError(
+                        f"{self.name}: the compressed image would exceed 2 TiB, the most a grain "
+                        "table can address (32-bit sector numbers)",
+                        fix="import the disk as RAW or VHD instead",
+                    )
+                for grain, sectors in zip(packed.grains, packed.sectors, strict=True):
+                    gt[grain % GTES_PER_GT] = position
+                    position += sectors
+                reached = min(disk.capacity, (packed.first + packed.count) * GRAIN_BYTES)
+                progress.advance(reached - done)
+                done = reached
+                if packed.grains:
+                    gt_used = True
+                    grains_written += len(packed.grains)
+                    yield out.take(packed.blob)
+            chunk = flush_gt()
+            if chunk:
+                yield chunk
+            chunk, gd_sector = meta(vmdk.MARKER_GD, _le_bytes(gd))
+            footer = pack_header(
+                capacity_sectors=capacity_sectors,
+                descriptor_sectors=descriptor_sectors,
+                gd_offset=gd_sector,
+            )
+            yield chunk + out.take(
+                vmdk.pack_metadata_marker(vmdk.MARKER_FOOTER, 1)
+                + footer
+                + vmdk.pack_metadata_marker(vmdk.MARKER_EOS, 0)
+            )
+            progress.advance(disk.capacity - done)
+        finally:
+            for future in pending:
+                future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            progress.close()
+        self.stats = StreamStats(capacity_sectors, grains_written, out.bytes)
 
 
 def write_stream_optimized(
@@ -238,101 +393,28 @@ def write_stream_optimized(
     level: int = DEFAULT_LEVEL,
     adapter_type: str = "lsilogic",
     progress: Progress | None = None,
+    identity: bytes | None = None,
 ) -> StreamStats:
     """Write ``disk`` as a streamOptimized VMDK to ``fd`` (positioned at 0), in one pass.
 
     ``name`` is the file name the embedded descriptor's extent line names. The caller owns ``fd``
     (fsync, close, rename).
     """
-    progress = progress or NoProgress()
-    workers = max(1, workers or os.cpu_count() or 1)
-    window = 2 * workers + 2
-    capacity_sectors = -(-disk.capacity // SECTOR)
-    gt_count = -(-capacity_sectors // (GRAIN_SECTORS * GTES_PER_GT))
-    gd = array("I", bytes(4 * gt_count))
-    gt = array("I", bytes(4 * GTES_PER_GT))
-    gt_index = -1
-    gt_used = False
-    grains_written = 0
-
-    descriptor = descriptor_text(
-        name=name, capacity_sectors=capacity_sectors, adapter_type=adapter_type
-    ).encode()
-    descriptor += bytes(-len(descriptor) % SECTOR)
-    descriptor_sectors = len(descriptor) // SECTOR
-    out = _Out(fd)
-    out.write(
-        pack_header(
-            capacity_sectors=capacity_sectors,
-            descriptor_sectors=descriptor_sectors,
-            gd_offset=vmdk.GD_AT_END,
-        )
+    stream = StreamOptimizedStream(
+        disk,
+        name=name,
+        workers=workers,
+        level=level,
+        adapter_type=adapter_type,
+        progress=progress,
+        identity=identity,
     )
-    out.write(descriptor)
-
-    def flush_gt() -> None:
-        nonlocal gt_used
-        if gt_index >= 0 and gt_used:
-            gd[gt_index] = out.sector + 1  # the table starts right after its marker sector
-            out.meta(vmdk.MARKER_GT, _le_bytes(gt))
-            for i in range(GTES_PER_GT):
-                gt[i] = 0
-        gt_used = False
-
-    progress.start(disk.capacity, "converting")
-    done = 0
-    runs = grain_runs(disk.extents())
-    pending: deque[Future[_Packed]] = deque()
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="deflate")
-    try:
-        for run in runs:
-            pending.append(pool.submit(_pack_run, disk, run[0], run[1], level))
-            if len(pending) >= window:
-                break
-        while pending:
-            packed = pending.popleft().result()
-            run = next(runs, None)
-            if run is not None:
-                pending.append(pool.submit(_pack_run, disk, run[0], run[1], level))
-            table = packed.first // GTES_PER_GT
-            if table != gt_index:
-                flush_gt()
-                gt_index = table
-            position = out.sector
-            if position + sum(packed.sectors) > MAX_SECTOR:
-                raise ConversionError(
-                    f"{name}: the compressed image would exceed 2 TiB, the most a grain table can "
-                    "address (32-bit sector numbers)",
-                    fix="import the disk as RAW or VHD instead",
-                )
-            for grain, sectors in zip(packed.grains, packed.sectors, strict=True):
-                gt[grain % GTES_PER_GT] = position
-                position += sectors
-            if packed.grains:
-                gt_used = True
-                grains_written += len(packed.grains)
-                out.write(packed.blob)
-            reached = min(disk.capacity, (packed.first + packed.count) * GRAIN_BYTES)
-            progress.advance(reached - done)
-            done = reached
-        flush_gt()
-        gd_sector = out.meta(vmdk.MARKER_GD, _le_bytes(gd))
-        out.write(vmdk.pack_metadata_marker(vmdk.MARKER_FOOTER, 1))
-        out.write(
-            pack_header(
-                capacity_sectors=capacity_sectors,
-                descriptor_sectors=descriptor_sectors,
-                gd_offset=gd_sector,
-            )
-        )
-        out.write(vmdk.pack_metadata_marker(vmdk.MARKER_EOS, 0))
-        progress.advance(disk.capacity - done)
-    finally:
-        for future in pending:
-            future.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
-        progress.close()
-    return StreamStats(capacity_sectors, grains_written, out.bytes)
+    for chunk in stream:
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view) :]
+    assert stream.stats is not None  # set when the iteration ends
+    return stream.stats
 
 
 def _le_bytes(table: array) -> bytes:

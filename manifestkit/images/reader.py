@@ -23,8 +23,9 @@ def _nonblocking(path: str, flags: int) -> int:
     return os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
 
 
-def stat_regular(path: str) -> os.stat_result:
-    """``os.stat`` the path and insist on a regular file, before anything opens it."""
+def stat_regular(path: str, *, allow_block: bool = False) -> os.stat_result:
+    """``os.stat`` the path and insist on a regular file (or, with ``allow_block``, a block
+    device: a whole disk), before anything opens it."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -35,6 +36,8 @@ def stat_regular(path: str) -> os.stat_result:
         raise ImageError(f"{path}: cannot stat: {exc.strerror or exc}") from None
     if stat.S_ISDIR(st.st_mode):
         raise ImageError(f"{path}: is a directory", fix="give the image file, not its folder")
+    if allow_block and stat.S_ISBLK(st.st_mode):
+        return st
     if not stat.S_ISREG(st.st_mode):
         kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
         raise ImageError(f"{path}: is {kind}", fix="copy the image into a regular file first")
@@ -42,11 +45,15 @@ def stat_regular(path: str) -> os.stat_result:
 
 
 class ImageReader:
-    """A read-only image file: ``read_at(offset, n)`` gives exactly n bytes or ``ImageError``."""
+    """A read-only image file: ``read_at(offset, n)`` gives exactly n bytes or ``ImageError``.
+
+    A block device (a whole disk) is read too: it cannot block like a FIFO, and its size is its
+    capacity (``os.stat`` says 0 for a device). FIFOs and character devices stay refused.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        stat_regular(self.path)
+        stat_regular(self.path, allow_block=True)
         try:
             self._file: BinaryIO = open(self.path, "rb", buffering=0, opener=_nonblocking)  # noqa: SIM115
         except FileNotFoundError:
@@ -58,10 +65,17 @@ class ImageReader:
         except OSError as exc:
             raise ImageError(f"{self.path}: cannot open: {exc.strerror or exc}") from None
         st = os.fstat(self._file.fileno())
-        if not stat.S_ISREG(st.st_mode):  # swapped between stat and open
+        self.is_device = stat.S_ISBLK(st.st_mode)
+        if not stat.S_ISREG(st.st_mode) and not self.is_device:  # swapped between stat and open
             self._file.close()
             raise ImageError(f"{self.path}: is not a regular file")
         self.size = st.st_size
+        if self.is_device:
+            try:
+                self.size = os.lseek(self._file.fileno(), 0, os.SEEK_END)
+            except OSError as exc:
+                self._file.close()
+                raise ImageError(f"{self.path}: cannot find the device's size: {exc}") from None
         self.bytes_read = 0
 
     def read_at(self, offset: int, n: int, *, what: str = "data") -> bytes:

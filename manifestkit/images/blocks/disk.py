@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -90,6 +91,14 @@ def pread_exact(fd: int, length: int, offset: int, path: str, what: str) -> byte
         chunks.append(chunk)
         got += len(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def file_size(fd: int) -> int:
+    """The size of an open file, or of an open block device (``stat`` says 0 for those)."""
+    st = os.fstat(fd)
+    if stat.S_ISBLK(st.st_mode):
+        return os.lseek(fd, 0, os.SEEK_END)
+    return st.st_size
 
 
 def open_readonly(path: str) -> int:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 
 from manifestkit.errors import ImageError
-from manifestkit.images.blocks.disk import Extent, ExtentKind, OneFileDisk, coalesce
+from manifestkit.images.blocks.disk import Extent, ExtentKind, OneFileDisk, coalesce, file_size
 
 
 class FileRegion(OneFileDisk):
@@ -24,7 +24,7 @@ class FileRegion(OneFileDisk):
         super().__init__(path)
 
     def _open(self) -> None:
-        size = os.fstat(self._fd).st_size
+        size = file_size(self._fd)
         base = self.base
         self.capacity = size - base if self._length is None else self._length
         if base < 0 or self.capacity < 0 or base + self.capacity > size:

@@ -22,6 +22,7 @@ from manifestkit.images.blocks.disk import (
     ExtentKind,
     OneFileDisk,
     coalesce,
+    file_size,
     open_readonly,
     pread_exact,
 )
@@ -48,7 +49,7 @@ def _footer(path: str, fd: int, size: int) -> vhd.VhdFooter:
 def open_vhd(path: str) -> FileRegion | DynamicVhdDisk:
     fd = open_readonly(path)
     try:
-        size = os.fstat(fd).st_size
+        size = file_size(fd)
         footer = _footer(path, fd, size)
     finally:
         os.close(fd)
@@ -70,7 +71,7 @@ def open_vhd(path: str) -> FileRegion | DynamicVhdDisk:
 
 class DynamicVhdDisk(OneFileDisk):
     def _open(self) -> None:
-        size = os.fstat(self._fd).st_size
+        size = file_size(self._fd)
         footer = _footer(self.path, self._fd, size)
         try:
             header = vhd.parse_dynamic_header(

@@ -12,7 +12,6 @@ the file size before it is used, so a corrupt table gives an ``ImageError``, nev
 from __future__ import annotations
 
 import functools
-import os
 import struct
 import zlib
 from array import array
@@ -26,6 +25,7 @@ from manifestkit.images.blocks.disk import (
     ExtentKind,
     OneFileDisk,
     coalesce,
+    file_size,
 )
 
 _ZEROED_GTE = 1
@@ -41,7 +41,7 @@ class SparseExtentDisk(OneFileDisk):
         return ImageError(f"{self.path}: {what}", fix=_FIX)
 
     def _open(self) -> None:
-        self.file_bytes = os.fstat(self._fd).st_size
+        self.file_bytes = file_size(self._fd)
         try:
             header = vmdk.parse_sparse_header(self._pread(0, SECTOR, "the VMDK header"))
             vmdk.check_sparse_header(header, self.file_bytes)
