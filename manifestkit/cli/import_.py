@@ -78,7 +78,7 @@ def _common_import_options(parser: argparse.ArgumentParser) -> None:
         "--volume-size",
         type=positive_int,
         metavar="GIB",
-        help="volume size in GiB (default: the image's capacity)",
+        help="volume size in GiB (default and minimum: holds both the disk and the image file)",
     )
     parser.add_argument("-d", "--description", help="description of the import")
     parser.add_argument(

@@ -70,7 +70,8 @@ def _register_manifest(
         "-s",
         type=int,
         metavar="GIB",
-        help="EBS volume size in GiB (default: the image's capacity rounded up; never below it)",
+        help="EBS volume size in GiB (default and minimum: the smallest that holds both the disk's "
+        "capacity and the image file)",
     )
     add_format_option(
         parser, "-f", help="the format you expect; a disagreement with the content is an error"
@@ -225,9 +226,9 @@ def run_manifest(args: argparse.Namespace) -> int:
         )
     volume_gib = args.volume_size
     if volume_gib is None:
-        from manifestkit.images.info import volume_gib_for
+        from manifestkit.images.rules import volume_gib_for
 
-        volume_gib = volume_gib_for(capacity)
+        volume_gib = volume_gib_for(capacity, file_bytes)
 
     settings = dataclasses.replace(aws_settings_from(args), addressing_style=args.addressing_style)
     session = make_session(settings)

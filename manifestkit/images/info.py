@@ -7,15 +7,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from manifestkit.sizes import GiB
+from manifestkit.images.rules import volume_gib_for
 
 #: Format names as EC2 spells them in ``DiskImage.Image.Format``.
 FORMATS = ("VMDK", "VHD", "RAW")
 
-
-def volume_gib_for(capacity_bytes: int) -> int:
-    """Smallest whole GiB that holds ``capacity_bytes``, at least 1 (EC2 volumes are whole GiB)."""
-    return max(1, -(-capacity_bytes // GiB))
+__all__ = ["FORMATS", "ImageInfo", "volume_gib_for"]
 
 
 @dataclass(frozen=True)
@@ -37,7 +34,8 @@ class ImageInfo:
 
     @property
     def volume_gib(self) -> int:
-        return volume_gib_for(self.capacity_bytes)
+        """The default ``Volume.Size``: it holds the disk and the file (``volume_gib_for``)."""
+        return volume_gib_for(self.capacity_bytes, self.file_bytes)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import shlex
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from manifestkit.images.info import ImageInfo
 from manifestkit.sizes import GiB, TiB, format_size
+
+if TYPE_CHECKING:  # info.py asks this module for the volume rule
+    from manifestkit.images.info import ImageInfo
 
 #: ImportInstance / ImportVolume refuse images of 16 TiB and more
 MAX_IMPORT_BYTES = 16 * TiB
@@ -38,6 +41,31 @@ DESCRIPTOR_ONLY_TYPES = frozenset(
         "custom",
     }
 )
+
+
+def volume_gib_for(capacity_bytes: int, file_bytes: int = 0) -> int:
+    """The smallest volume (whole GiB, at least 1) EC2 can be asked for: it must hold the disk
+    (``capacity_bytes``) and the file it is told about (``Image.Bytes`` = ``file_bytes``).
+
+    Importers refuse ``Image.Bytes`` above ``Volume.Size`` GiB (Eucalyptus: "Requested volume
+    size is not enough to hold the image"), and a fixed VHD or an incompressible streamOptimized
+    VMDK is a little larger than its disk: a 1 GiB fixed VHD is 1 GiB + 512 bytes and needs 2.
+    """
+    return max(1, -(-max(capacity_bytes, file_bytes) // GiB))
+
+
+def volume_needed(capacity_bytes: int, file_bytes: int) -> str:
+    """Why ``volume_gib_for`` says what it says, for messages."""
+    if not capacity_bytes:
+        needed = volume_gib_for(0, file_bytes)
+        return f"{needed} GiB needed to hold the {file_bytes}-byte image file"
+    if file_bytes > capacity_bytes and -(-file_bytes // GiB) > -(-capacity_bytes // GiB):
+        return (
+            f"{volume_gib_for(capacity_bytes, file_bytes)} GiB needed to hold the "
+            f"{file_bytes}-byte image file EC2 is told about (its disk is "
+            f"{format_size(capacity_bytes)})"
+        )
+    return f"{volume_gib_for(capacity_bytes, file_bytes)} GiB needed to hold the disk"
 
 
 def convert_fix(path: str) -> str:

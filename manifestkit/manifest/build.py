@@ -14,7 +14,8 @@ from typing import IO
 import manifestkit
 from manifestkit.errors import UsageError
 from manifestkit.files import atomic_private_file
-from manifestkit.images.info import FORMATS, volume_gib_for
+from manifestkit.images.info import FORMATS
+from manifestkit.images.rules import volume_gib_for, volume_needed
 from manifestkit.manifest.model import IMPORTER_NAME, IMPORTER_RELEASE, MANIFEST_VERSION
 from manifestkit.parts import PartPlan
 from manifestkit.s3.presign import Presigner, quote_key
@@ -43,7 +44,7 @@ def check_xml_chars(text: str, what: str) -> None:
 def check_volume_gib(
     volume_gib: int, *, file_bytes: int, file_format: str, capacity_bytes: int | None = None
 ) -> None:
-    """``volume-size`` must hold the disk: at least its capacity in whole GiB, at most 16 TiB."""
+    """``volume-size`` holds the disk and the file (``rules.volume_gib_for``), at most 16 TiB."""
     if isinstance(volume_gib, bool) or not isinstance(volume_gib, int) or volume_gib < 1:
         raise UsageError(
             f"volume size {volume_gib!r} GiB is invalid", fix="give a whole number of GiB >= 1"
@@ -53,17 +54,16 @@ def check_volume_gib(
             f"volume size {volume_gib} GiB is above the EBS maximum of {MAX_VOLUME_GIB} GiB",
             fix=f"give --volume-size {MAX_VOLUME_GIB} or less",
         )
-    # A RAW image's capacity is its file size; other formats say theirs in their headers.
-    needed = (
-        capacity_bytes
-        if capacity_bytes is not None
-        else (file_bytes if file_format == "RAW" else None)
-    )
-    if needed is not None and volume_gib < volume_gib_for(needed):
+    # A RAW image's capacity is its file size; other formats say theirs in their headers. The
+    # volume must hold the file too: EC2 is told Image.Bytes = the file size (design.md §2).
+    capacity = capacity_bytes
+    if capacity is None:
+        capacity = file_bytes if file_format == "RAW" else 0
+    needed = volume_gib_for(capacity, file_bytes)
+    if volume_gib < needed:
         raise UsageError(
-            f"volume size {volume_gib} GiB is below the image's capacity "
-            f"({volume_gib_for(needed)} GiB needed)",
-            fix=f"give --volume-size {volume_gib_for(needed)} or more",
+            f"volume size {volume_gib} GiB is too small: {volume_needed(capacity, file_bytes)}",
+            fix=f"give --volume-size {needed} or more",
         )
 
 

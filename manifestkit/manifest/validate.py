@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from manifestkit.errors import ManifestError
-from manifestkit.images.info import volume_gib_for
+from manifestkit.images.rules import volume_gib_for, volume_needed
 from manifestkit.manifest.model import MANIFEST_KEY_SUFFIX, ManifestHeader, Problem, schema_path
 from manifestkit.manifest.parse import (
     ManifestEvents,
@@ -40,7 +40,6 @@ from manifestkit.s3.presign import (
     parse_presigned_url,
     signed_method,
 )
-from manifestkit.sizes import GiB
 
 #: after this many problems of one rule the rest are counted, not listed
 MAX_PER_RULE = 20
@@ -98,22 +97,18 @@ class _Checker:
                 f"size {header.size} but the image file is {self.file_bytes} bytes: the manifest "
                 "is for another image, or the image changed after it was written",
             )
-        if self.capacity_bytes is not None:
-            needed = volume_gib_for(self.capacity_bytes)
-            if header.volume_size < needed:
-                self.add(
-                    path,
-                    "volume-size",
-                    f"volume-size {header.volume_size} GiB cannot hold the image's capacity "
-                    f"({needed} GiB needed)",
-                )
-        elif header.file_format == "RAW" and header.volume_size < -(-header.size // GiB):
-            # a RAW image's capacity is its size
+        # the volume holds the disk and the file EC2 is told about (Image.Bytes = size); a RAW
+        # image's capacity is its size, other formats' only the image itself can say
+        capacity = self.capacity_bytes
+        if capacity is None:
+            capacity = header.size if header.file_format == "RAW" else 0
+        needed = volume_gib_for(capacity, header.size)
+        if 1 <= header.volume_size < needed:
             self.add(
                 path,
                 "volume-size",
-                f"volume-size {header.volume_size} GiB cannot hold a {header.size}-byte RAW image "
-                f"({-(-header.size // GiB)} GiB needed)",
+                f"volume-size {header.volume_size} GiB is too small: "
+                f"{volume_needed(capacity, header.size)}",
             )
         info = self.check_url(
             "/manifest/self-destruct-url", header.self_destruct_url, "DELETE", None

@@ -121,7 +121,7 @@ def test_unknown_format_refused(fmt):
 
 def test_volume_size_checks():
     gib = 1024**3
-    with pytest.raises(UsageError, match="below the image's capacity"):
+    with pytest.raises(UsageError, match="too small: 2 GiB needed"):
         build(gib + 1, 512 * 1024**2, volume_gib=1)  # RAW: capacity is the file size
     build(gib + 1, 512 * 1024**2, volume_gib=2)
     with pytest.raises(UsageError, match="invalid"):

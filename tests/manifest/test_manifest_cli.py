@@ -211,7 +211,7 @@ def test_volume_below_capacity_refused(tmp_path, capsys, monkeypatch):
     with open(img, "wb") as f:
         f.truncate(1024**3 + 512)
     code, _, err = run(capsys, "manifest", str(img), "--bucket", "my-bucket", "--volume-size", "1")
-    assert code == 2 and "below the image's capacity (2 GiB needed)" in err
+    assert code == 2 and "too small: 2 GiB needed" in err
 
 
 def test_existing_output_not_overwritten(tmp_path, image, capsys, monkeypatch):
