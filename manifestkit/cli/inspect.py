@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 from typing import Any
 
 from manifestkit.cli._arguments import add_format_option
 from manifestkit.cli._output import emit, progress_for
 from manifestkit.images import ImageInfo, inspect_image
-from manifestkit.parts import DEFAULT_PART_SIZE, PartPlan
+from manifestkit.images.rules import part_size_problem
+from manifestkit.parts import DEFAULT_PART_SIZE, MAX_PART_SIZE, PartPlan
 from manifestkit.sizes import format_size, parse_size
 
 log = logging.getLogger("manifestkit")
@@ -48,23 +50,33 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.set_defaults(run=run)
 
 
-def document_for(info: ImageInfo, plan: PartPlan) -> dict[str, Any]:
+def _parts(info: ImageInfo, part_size: int) -> tuple[ImageInfo, int]:
+    """The image judged at this part size too, and its part count: too many parts is a reason
+    the image cannot be uploaded as asked (exit 0, importable false), not a usage error."""
+    problem = part_size_problem(info.file_bytes, part_size)
+    if problem is None:
+        return info, PartPlan.for_file(info.path, info.file_bytes, part_size=part_size).count
+    problems = (*info.problems, problem)
+    return replace(info, problems=problems, importable=False), -(-info.file_bytes // part_size)
+
+
+def document_for(info: ImageInfo, part_size: int, count: int) -> dict[str, Any]:
     doc = info.to_dict()
     details = doc.pop("details")
-    doc["part_size"] = plan.part_size
-    doc["parts"] = plan.count
+    doc["part_size"] = part_size
+    doc["parts"] = count
     doc["details"] = details
     return doc
 
 
-def text_for(info: ImageInfo, plan: PartPlan) -> str:
+def text_for(info: ImageInfo, part_size: int, count: int) -> str:
     lines = [
         f"{info.path}",
         f"  format       {info.format} ({info.subformat})",
         f"  file size    {info.file_bytes} bytes ({format_size(info.file_bytes)})",
         f"  capacity     {info.capacity_bytes} bytes ({format_size(info.capacity_bytes)})",
         f"  volume       {info.volume_gib} GiB",
-        f"  parts        {plan.count} of {format_size(plan.part_size)}",
+        f"  parts        {count} of {format_size(part_size)}",
     ]
     layout = info.details.get("layout")
     if layout:
@@ -92,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     )
     for warning in info.details.get("warnings", ()):
         log.warning("%s: %s", info.path, warning)
-    plan = PartPlan.for_file(info.path, info.file_bytes, part_size=part_size)
-    emit(args, document_for(info, plan), text_for(info, plan))
+    if not 0 < part_size <= MAX_PART_SIZE:
+        PartPlan.for_file(info.path, info.file_bytes, part_size=part_size)  # its usage error
+    info, count = _parts(info, part_size)
+    emit(args, document_for(info, part_size, count), text_for(info, part_size, count))
     return 0

@@ -28,6 +28,7 @@ from manifestkit.errors import ConversionError, ImageError, ManifestkitError
 from manifestkit.images.blocks.device import check_not_mounted
 from manifestkit.images.blocks.open import open_disk
 from manifestkit.images.info import ImageInfo
+from manifestkit.images.rules import check_import_size
 from manifestkit.progress import NoProgress, Progress
 
 __all__ = ["convert_image", "importable_copy", "open_disk"]
@@ -59,6 +60,7 @@ def convert_image(
     try:
         if disk.capacity == 0:
             raise ImageError(f"{source}: the disk is empty (0 bytes)", fix="give the disk image")
+        check_import_size(source, disk.capacity)
         check_not_an_input(output, (source, *disk.files))
         check_free_space(output, worst_case_output_bytes(disk), least=least_output_bytes(disk))
         with partial_file(output, overwrite=overwrite) as (fd, partial):

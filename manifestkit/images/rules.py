@@ -12,7 +12,7 @@ import shlex
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from manifestkit.sizes import GiB, TiB, format_size
+from manifestkit.sizes import GiB, MiB, TiB, format_size
 
 if TYPE_CHECKING:  # info.py asks this module for the volume rule
     from manifestkit.images.info import ImageInfo
@@ -66,6 +66,39 @@ def volume_needed(capacity_bytes: int, file_bytes: int) -> str:
             f"{format_size(capacity_bytes)})"
         )
     return f"{volume_gib_for(capacity_bytes, file_bytes)} GiB needed to hold the disk"
+
+
+def too_big(capacity_bytes: int) -> str:
+    """Why a disk of 16 TiB or more cannot be imported, and what to do."""
+    return (
+        f"the disk is {format_size(capacity_bytes)} ({capacity_bytes} bytes); EC2 imports only "
+        "disks under 16 TiB (its volume limit); shrink the disk (and its partitions) below 16 TiB "
+        "first"
+    )
+
+
+def check_import_size(path: str, capacity_bytes: int) -> None:
+    """Refuse, before any work, a disk EC2 cannot import whatever is done to it (convert calls
+    this before it writes a byte: a 16 TiB conversion would only fail at its end)."""
+    if capacity_bytes >= MAX_IMPORT_BYTES:
+        from manifestkit.errors import NotImportableError
+
+        raise NotImportableError(f"{path}: {too_big(capacity_bytes)}")
+
+
+def part_size_problem(file_bytes: int, part_size: int) -> str | None:
+    """Why ``part_size`` cuts the file into too many parts, naming the part size that works."""
+    from manifestkit.parts import MAX_PARTS
+
+    count = -(-file_bytes // part_size)
+    if count <= MAX_PARTS:
+        return None
+    least = -(-file_bytes // MAX_PARTS)
+    works = -(-least // MiB) * MiB  # whole MiB, as people type it
+    return (
+        f"at --part-size {format_size(part_size)} the file makes {count} parts, more than the "
+        f"{MAX_PARTS} a manifest may list; give --part-size {works // MiB}MiB or more"
+    )
 
 
 def convert_fix(path: str) -> str:
@@ -159,10 +192,7 @@ def import_problems(info: ImageInfo) -> list[str]:
                 f"{fix}"
             )
     if info.capacity_bytes >= MAX_IMPORT_BYTES:
-        problems.append(
-            f"the disk is {format_size(info.capacity_bytes)}; imports must be under 16 TiB; shrink "
-            "the disk (and its partitions) below 16 TiB first"
-        )
+        problems.append(too_big(info.capacity_bytes))
     given = details.get("format_given")
     if given and given != info.format:
         problems.append(
