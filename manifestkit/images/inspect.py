@@ -14,7 +14,7 @@ from manifestkit.images import raw, vhd, vmdk
 from manifestkit.images.info import FORMATS, ImageInfo
 from manifestkit.images.reader import FIX_TRUNCATED, ImageReader
 from manifestkit.images.rules import judge
-from manifestkit.images.stream import check_stream
+from manifestkit.images.stream import check_grain_tables, check_stream
 from manifestkit.progress import Progress
 
 # the package re-exports the function ``detect``, which hides the module of the same name
@@ -126,4 +126,6 @@ def _deep(reader: ImageReader, info: ImageInfo, progress: Progress | None) -> di
             "streamOptimized VMDK: the stream ends without its footer and end-of-stream marker",
             fix=FIX_TRUNCATED,
         )
+    real, _ = vmdk.stream_layout(reader, header)
+    check_grain_tables(reader, real)
     return {"checked": True, **result.to_dict()}

@@ -9,6 +9,7 @@ front to back, in fixed chunks, holding at most one chunk and one grain in memor
 
 from __future__ import annotations
 
+import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -199,3 +200,45 @@ def check_stream(
         end_of_stream=eos,
         end_offset=end,
     )
+
+
+def check_grain_tables(reader: ImageReader, header: SparseHeader) -> int:
+    """Every grain table entry names a grain marker for its own sector that ends inside the file
+    (``inspect --deep``; the marker walk alone trusts no table, so an entry of 0xFFFFFFF0 passed).
+
+    ``header`` holds the real ``gdOffset`` (the footer's in VMware's layout). Reads the grain
+    directory in chunks, one grain table and one marker head at a time. Returns the entries checked.
+    """
+    gtes = header.num_gtes_per_gt
+    gd_entries = header.num_gd_entries
+    gd_start = header.gd_offset * SECTOR
+    per_chunk = CHUNK_BYTES // 4
+    checked = 0
+    for first in range(0, gd_entries, per_chunk):
+        count = min(per_chunk, gd_entries - first)
+        buf = reader.read_at(gd_start + first * 4, count * 4, what="the grain directory")
+        for index, gt_sector in enumerate(struct.unpack(f"<{count}I", buf), first):
+            if not gt_sector:
+                continue
+            table = reader.read_at(gt_sector * SECTOR, gtes * 4, what=f"grain table {index}")
+            for j, sector in enumerate(struct.unpack(f"<{gtes}I", table)):
+                if sector <= 1:  # unallocated, or a grain of zeros
+                    continue
+                lba = (index * gtes + j) * header.grain_size
+                offset = sector * SECTOR
+                where = f"grain table {index} puts the grain of sector {lba} at byte {offset}"
+                if offset + 16 > reader.size:
+                    raise ImageError(
+                        f"{where}, past the end of the file ({reader.size} bytes)", fix=_FIX
+                    )
+                marker = parse_marker(reader.pread(offset, 16))
+                if not marker.is_grain or marker.value != lba:
+                    raise ImageError(f"{where}, but no grain marker for it is there", fix=_FIX)
+                if offset + GRAIN_MARKER_HEAD + marker.size > reader.size:
+                    raise ImageError(
+                        f"{where}, and its {marker.size} compressed bytes run past the end of "
+                        f"the file ({reader.size} bytes)",
+                        fix=_FIX,
+                    )
+                checked += 1
+    return checked

@@ -413,7 +413,7 @@ def _read_embedded_descriptor(reader: ImageReader, h: SparseHeader) -> Descripto
     return parse_descriptor(text)
 
 
-def _stream_layout(reader: ImageReader, h: SparseHeader) -> tuple[SparseHeader, str]:
+def stream_layout(reader: ImageReader, h: SparseHeader) -> tuple[SparseHeader, str]:
     """The header that holds the real gdOffset, and the streamOptimized layout name.
 
     (a) ``footer``: header gdOffset = GD_AT_END; the last three sectors are a footer marker, a
@@ -457,8 +457,11 @@ def _stream_layout(reader: ImageReader, h: SparseHeader) -> tuple[SparseHeader, 
     return h, "gd-first-eos" if has_eos else "gd-first"
 
 
-def _check_grain_directory(reader: ImageReader, h: SparseHeader, what: str, offset: int) -> int:
-    """The GD fits in the file, and so does each grain table it points to (first 128 KiB)."""
+def _check_grain_directory(
+    reader: ImageReader, h: SparseHeader, what: str, offset: int
+) -> dict[int, int]:
+    """The GD fits in the file, and so does each grain table it points to: the entries of its
+    first and last ``GD_CHECK_BYTES`` (bounded reads, issue 2), returned by GD index."""
     gd_bytes = h.num_gd_entries * 4
     start = offset * SECTOR
     if start + gd_bytes > reader.size:
@@ -467,18 +470,76 @@ def _check_grain_directory(reader: ImageReader, h: SparseHeader, what: str, offs
             f"past the end of the file ({reader.size} bytes)",
             fix=FIX_TRUNCATED,
         )
-    checked = min(gd_bytes, GD_CHECK_BYTES)
-    buf = reader.read_at(start, checked, what=f"the {what}")
-    entries = struct.unpack(f"<{checked // 4}I", buf[: checked // 4 * 4])
+    head = min(gd_bytes, GD_CHECK_BYTES) // 4
+    windows = [(0, head)]
+    if h.num_gd_entries > head:  # the last tables cover the last grains written: read them too
+        windows.append((max(head, h.num_gd_entries - GD_CHECK_BYTES // 4), h.num_gd_entries))
     gt_bytes = h.num_gtes_per_gt * 4
-    for i, sector in enumerate(entries):
-        if sector and sector * SECTOR + gt_bytes > reader.size:
-            raise ImageError(
-                f"truncated VMDK: {what} entry {i} points to a grain table at sector {sector}, "
-                f"past the end of the file ({reader.size} bytes)",
-                fix=FIX_TRUNCATED,
-            )
-    return len(entries)
+    entries: dict[int, int] = {}
+    for first, stop in windows:
+        buf = reader.read_at(start + first * 4, (stop - first) * 4, what=f"the {what}")
+        for i, sector in enumerate(struct.unpack(f"<{stop - first}I", buf), first):
+            if sector and sector * SECTOR + gt_bytes > reader.size:
+                raise ImageError(
+                    f"truncated VMDK: {what} entry {i} points to a grain table at sector "
+                    f"{sector}, past the end of the file ({reader.size} bytes)",
+                    fix=FIX_TRUNCATED,
+                )
+            entries[i] = sector
+    return entries
+
+
+#: bytes of grain tables ``inspect`` reads to find where the stream's data ends (issue 11 item 2)
+GT_CHECK_BYTES = 256 * 1024
+#: a grain table entry of 1 is a grain of zeros (FLAG_ZEROED_GRAIN_GTE), not a sector
+_ZERO_GRAIN_GTE = 1
+
+
+def _check_last_grains(reader: ImageReader, h: SparseHeader, gd: dict[int, int]) -> None:
+    """A streamOptimized file holds the grains its grain tables point at.
+
+    qemu-img's layout (GD and tables first, no end-of-stream marker) gives no other sign of a
+    file cut short. Within the read budget: the last ``GT_CHECK_BYTES`` of grain tables, every
+    entry inside the file, and the grain marker at the highest offset among them (spec "Grain
+    Marker": u64 lba, u32 size, then ``size`` bytes) names that grain and ends in the file.
+    """
+    gtes = h.num_gtes_per_gt
+    highest = (0, 0)  # (sector, lba)
+    budget = GT_CHECK_BYTES
+    for index in sorted((i for i, s in gd.items() if s), reverse=True):
+        if budget < gtes * 4:
+            break
+        budget -= gtes * 4
+        table = reader.read_at(gd[index] * SECTOR, gtes * 4, what=f"grain table {index}")
+        for j, sector in enumerate(struct.unpack(f"<{gtes}I", table)):
+            if sector <= _ZERO_GRAIN_GTE:
+                continue
+            lba = (index * gtes + j) * h.grain_size
+            if sector * SECTOR + GRAIN_MARKER_HEAD > reader.size:
+                raise ImageError(
+                    f"truncated VMDK: grain table {index} puts the grain of sector {lba} at byte "
+                    f"{sector * SECTOR}, past the end of the file ({reader.size} bytes)",
+                    fix=FIX_TRUNCATED,
+                )
+            highest = max(highest, (sector, lba))
+    sector, lba = highest
+    if not sector:
+        return
+    offset = sector * SECTOR
+    marker = parse_marker(reader.read_at(offset, min(16, reader.size - offset), what="a grain"))
+    if not marker.is_grain or marker.value != lba:
+        raise ImageError(
+            f"damaged VMDK: the grain table puts sector {lba} at byte {offset}, but no grain "
+            "marker for it is there",
+            fix=_FIX_DAMAGED,
+        )
+    if offset + GRAIN_MARKER_HEAD + marker.size > reader.size:
+        raise ImageError(
+            f"truncated VMDK: the grain of sector {lba} at byte {offset} needs "
+            f"{GRAIN_MARKER_HEAD + marker.size} bytes, the file ends {reader.size - offset} bytes "
+            "after its start",
+            fix=FIX_TRUNCATED,
+        )
 
 
 def read_sparse(reader: ImageReader) -> ImageInfo:
@@ -490,8 +551,10 @@ def read_sparse(reader: ImageReader) -> ImageInfo:
     layout = None
     real = h
     if stream or h.gd_offset == GD_AT_END:
-        real, layout = _stream_layout(reader, h)
-    _check_grain_directory(reader, real, "grain directory", real.gd_offset)
+        real, layout = stream_layout(reader, h)
+    gd = _check_grain_directory(reader, real, "grain directory", real.gd_offset)
+    if stream:
+        _check_last_grains(reader, real, gd)
     if real.flags & FLAG_REDUNDANT_GD and real.rgd_offset and not stream:
         _check_grain_directory(reader, real, "redundant grain directory", real.rgd_offset)
     subformat = descriptor.create_type if descriptor else "sparseExtent"
