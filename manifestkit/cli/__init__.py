@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "verify",
     "delete",
     "import_",
+    "import_ami",
     "tasks",
     "sandbox",
 )

@@ -111,6 +111,21 @@ CONTROL_PREFIX = "/__sandbox__/"
 ENV_PARAMS = "manifestkit.sandbox.params"
 ENV_AUTH = "manifestkit.sandbox.auth"
 IMPORTER_MODULE = "manifestkit.sandbox.importer"
+#: the AMI chain's calls moto does not do as EC2 does (manifestkit.sandbox.images; same contract
+#: as the import hook: (status, headers, body) to answer, None to let moto answer)
+IMAGE_ACTIONS = frozenset(
+    {
+        "CreateSnapshot",
+        "RegisterImage",
+        "CopyImage",
+        "ModifyImageAttribute",
+        "ModifySnapshotAttribute",
+        "DeleteVolume",
+        "DeleteSnapshot",
+        "DeregisterImage",
+        "CreateTags",
+    }
+)
 
 Response = tuple[int, list[tuple[str, str]], bytes]
 StartResponse = Callable[..., Any]
@@ -406,6 +421,12 @@ class SandboxApp:
         environ[ENV_PARAMS] = params
         if params.get("Action") in IMPORT_ACTIONS:
             answer = self._import_hook(environ)
+            if answer is not None:
+                return self._answer(environ, start_response, answer)
+        if params.get("Action") in IMAGE_ACTIONS:
+            from manifestkit.sandbox import images
+
+            answer = images.handle(environ, self._context)
             if answer is not None:
                 return self._answer(environ, start_response, answer)
         return self._call_moto("ec2", environ, start_response)

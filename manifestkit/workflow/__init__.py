@@ -9,6 +9,8 @@ The steps live in this folder, one module each, and every public name is importa
   (``upload_image``, ``resume_upload``); ``upload_state`` keeps its local record.
 - ``import_``: an upload (or a manifest URL) -> ImportInstance / ImportVolume -> waiting for the
   conversion task (``import_instance``, ``import_volume``).
+- ``ami``: an image -> upload -> ImportVolume -> snapshot -> RegisterImage -> copies and sharing,
+  continued from its journal (``ami_journal``) when stopped (``import_ami``).
 - ``verify`` / ``delete``: the importer's view of an upload, and its cleanup; ``manifest_source``
   reads a manifest from a file or a URL for them.
 """
@@ -16,6 +18,7 @@ The steps live in this folder, one module each, and every public name is importa
 from __future__ import annotations
 
 from manifestkit.ec2 import ConversionTask, LaunchSpec, WaitSettings
+from manifestkit.workflow.ami import AmiRequest, AmiResult, RegionImage, import_ami
 from manifestkit.workflow.import_ import (
     ConversionTaskFailed,
     ImportInstanceRequest,
@@ -28,16 +31,20 @@ from manifestkit.workflow.import_ import (
 from manifestkit.workflow.upload import UploadRequest, UploadResult, resume_upload, upload_image
 
 __all__ = [
+    "AmiRequest",
+    "AmiResult",
     "ConversionTask",
     "ConversionTaskFailed",
     "ImportInstanceRequest",
     "ImportVolumeRequest",
     "LaunchSpec",
+    "RegionImage",
     "UploadRequest",
     "UploadResult",
     "WaitSettings",
     "check_import_instance",
     "check_import_volume",
+    "import_ami",
     "import_instance",
     "import_volume",
     "resume_upload",
