@@ -73,6 +73,7 @@ import io
 import ipaddress
 import json
 import logging
+import os
 import socket
 import threading
 import uuid
@@ -663,6 +664,10 @@ class Sandbox:
                 log.debug("sandbox http %s: " + message, type, *args)
 
         self._stopping.clear()
+        # moto loads its catalogue of public AMIs (thousands, seconds per region) into every
+        # region's backend on first use; a sandbox account starts empty, as a new account's own
+        # images do (MOTO_EC2_LOAD_DEFAULT_AMIS=true brings them back)
+        os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
         self._executor = ThreadPoolExecutor(
             max_workers=self._workers, thread_name_prefix="sandbox-task"
         )

@@ -1,0 +1,102 @@
+"""Stopped at every step boundary — Ctrl-C in process, SIGKILL in a real process — the same
+command continues and finishes without a second conversion task, volume, snapshot or AMI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from manifestkit.workflow.ami import CHECKPOINTS
+from tests.ami.conftest import (
+    ROOT,
+    bucket_keys,
+    client,
+    images_named,
+    sandbox_flags,
+    tagged,
+    tasks_for_bucket,
+    volume_exists,
+)
+
+COPY_REGION = "eu-west-1"
+
+
+def _assert_one_of_each(
+    sandbox: Any, ec2: Any, s3: Any, bucket: str, name: str, result: dict[str, Any]
+) -> None:
+    """One task, one snapshot, one AMI per region; the volume and the upload are gone."""
+    assert len(tasks_for_bucket(ec2, bucket)) == 1
+    (image,) = images_named(ec2, name)
+    assert image["ImageId"] == result["image_id"] and image["State"] == "available"
+    snapshots = tagged(ec2, "snapshot", result["run_id"])
+    assert [s["SnapshotId"] for s in snapshots] == [result["snapshot_id"]]
+    assert not volume_exists(ec2, result["volume_id"])
+    assert bucket_keys(s3, bucket) == []
+    (copy,) = images_named(client(sandbox, COPY_REGION), name)
+    assert copy["ImageId"] == result["regions"][COPY_REGION]["image_id"]
+
+
+@pytest.mark.parametrize("step", CHECKPOINTS)
+def test_ctrl_c_at_each_step_then_the_same_command_continues(
+    step: str,
+    ami: Any,
+    image_file: Any,
+    name: str,
+    sandbox: Any,
+    ec2: Any,
+    s3: Any,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    image = image_file("raw")
+    more = ["--copy-to", COPY_REGION, "--public"]
+    monkeypatch.setenv("MANIFESTKIT_AMI_TEST_STOP", f"{step}:interrupt")
+    code, _, err = ami(image, name, *more)
+    assert code == 130, err
+    assert "interrupted; nothing was removed. Continue with: manifestkit import-ami" in err
+    assert err.count("\n") == 1 or "manifestkit: uploading" in err
+    monkeypatch.delenv("MANIFESTKIT_AMI_TEST_STOP")
+    code, result, err = ami(image, name, *more)
+    assert code == 0, err
+    assert result["continued"] is True
+    _assert_one_of_each(sandbox, ec2, s3, bucket, name, result)
+
+
+#: SIGKILL where it differs from Ctrl-C: mid-upload, and between a creating call and the
+#: journal entry of its id (the next run must find what the call made)
+KILL_STEPS = ("upload", "import-called", "snapshot-called", "register-called", "copy-called")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", KILL_STEPS)
+def test_kill_9_at_a_step_then_the_same_command_continues(
+    step: str,
+    image_file: Any,
+    name: str,
+    sandbox: Any,
+    ec2: Any,
+    s3: Any,
+    bucket: str,
+    tmp_path: Path,
+) -> None:
+    image = image_file("vmdk-stream")
+    argv = [sys.executable, "-m", "manifestkit", "--output", "json", "import-ami", str(image),
+            "--name", name, "--copy-to", COPY_REGION, "--public", "-q",
+            *sandbox_flags(sandbox, bucket, tmp_path / "state")]  # fmt: skip
+    env = {**os.environ, **sandbox.env(), "PYTHONPATH": str(ROOT)}
+    env["MANIFESTKIT_AMI_TEST_STOP"] = f"{step}:kill"
+    killed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    del env["MANIFESTKIT_AMI_TEST_STOP"]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["continued"] is True
+    _assert_one_of_each(sandbox, ec2, s3, bucket, name, result)
