@@ -88,7 +88,10 @@ def test_tpm_support_without_uefi(ami: Any, image_file: Any, name: str) -> None:
 
 @pytest.mark.parametrize(
     ("region", "says"),
-    [("xx-nowhere-1", "no such region"), ("ap-east-1", "the region is not enabled for this account")],
+    [
+        ("xx-nowhere-1", "no such region"),
+        ("ap-east-1", "the region is not enabled for this account"),
+    ],
 )
 def test_copy_to_a_region_that_is_not_there(
     region: str, says: str, ami: Any, image_file: Any, name: str, ec2: Any, s3: Any, bucket: str
