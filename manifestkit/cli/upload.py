@@ -127,13 +127,13 @@ def run_upload(args: argparse.Namespace) -> int:
 
 def unfinished_upload_recorded(image: str, state_dir: str | None) -> bool:
     """Whether ``--resume`` has something to continue: an unfinished upload's state file."""
-    from manifestkit.workflow.upload_state import find_state
+    from manifestkit.workflow.upload_record import UploadRecord
 
     try:
-        found = find_state(image, state_dir)
+        record = UploadRecord.find(image, state_dir)
     except ManifestkitError:
         return False
-    return found is not None and not found[1].complete
+    return record is not None and not record.recorded.complete
 
 
 def _interrupted_with_nothing_to_resume(local: bool) -> int:
@@ -164,7 +164,7 @@ def _resume_command(args: argparse.Namespace) -> str:
 
 
 def run_resume(args: argparse.Namespace) -> int:
-    from manifestkit.workflow.upload import resume_upload
+    from manifestkit.workflow.resume import resume_upload
 
     if getattr(args, "local", False):
         raise UsageError(

@@ -6,7 +6,8 @@ The steps live in this folder, one module each, and every public name is importa
     from manifestkit.workflow import import_instance
 
 - ``upload``: image -> bucket -> verified parts -> manifest -> its presigned URL
-  (``upload_image``, ``resume_upload``); ``upload_state`` keeps its local record.
+  (``upload_image``); ``resume`` continues one (``resume_upload``, ``upload_image`` with
+  ``resume=True``); ``upload_record`` owns its local record (``upload_state`` is the file).
 - ``import_``: an upload (or a manifest URL) -> ImportInstance / ImportVolume -> waiting for the
   conversion task (``import_instance``, ``import_volume``).
 - ``ami``: an image -> upload -> ImportVolume -> snapshot -> RegisterImage -> copies and sharing,
@@ -28,7 +29,8 @@ from manifestkit.workflow.import_ import (
     import_instance,
     import_volume,
 )
-from manifestkit.workflow.upload import UploadRequest, UploadResult, resume_upload, upload_image
+from manifestkit.workflow.resume import resume_upload
+from manifestkit.workflow.upload import UploadRequest, UploadResult, upload_image
 
 __all__ = [
     "AmiRequest",

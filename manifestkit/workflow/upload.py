@@ -2,10 +2,13 @@
 
 Re-exported by ``manifestkit.workflow``, the composition library users and the CLI call.
 
-Upload (``upload_image``, ``resume_upload``) runs in the one order that never lets the importer
-see a half-written state (design.md §4): check the bucket, record the upload locally, all parts, a
+An upload runs in the one order that never lets the importer see a half-written state
+(design.md §4): check the bucket, record the upload locally (``UploadRecord``), all parts, a
 verification pass (HEAD every part), then the manifest object, then hand back the manifest's
 presigned GET URL. The URL is a bearer token: it is returned, never logged above debug level.
+
+This module holds a new upload (``upload_image``, ``put_manifest_only``) and the steps every
+upload shares (``connect``, ``send_parts_and_manifest``); ``workflow.resume`` continues one.
 """
 
 from __future__ import annotations
@@ -15,17 +18,15 @@ import dataclasses
 import datetime as dt
 import logging
 import os
-import shlex
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from botocore.config import Config
 
 from manifestkit.aws import AwsSettings, client_config, make_session, region_of
-from manifestkit.errors import ImageError, ManifestError, NotImportableError, UsageError
+from manifestkit.errors import ManifestError, NotImportableError, UsageError
 from manifestkit.images.info import ImageInfo
 from manifestkit.images.reader import stat_regular
 from manifestkit.parts import DEFAULT_PART_SIZE, PartPlan
@@ -37,19 +38,12 @@ from manifestkit.s3.part_upload import (
     RemoteObject,
     UploadStats,
     default_workers,
-    list_existing,
     put_manifest_file,
     verify_uploaded,
 )
 from manifestkit.s3.pool import CancelToken
 from manifestkit.s3.presign import MAX_EXPIRES  # SigV4's ceiling: the default URL lifetime
-from manifestkit.workflow.upload_state import (
-    UploadState,
-    find_state,
-    new_state,
-    state_path_for,
-    write_state,
-)
+from manifestkit.workflow.upload_record import UploadRecord
 
 if TYPE_CHECKING:
     from manifestkit.s3.presign import Presigner
@@ -66,7 +60,6 @@ __all__ = [
     "UploadRequest",
     "UploadResult",
     "put_manifest_only",
-    "resume_upload",
     "upload_image",
     "upload_s3_client",
 ]
@@ -142,7 +135,7 @@ class UploadResult:
 
 
 @dataclass(frozen=True)
-class _Target:
+class Target:
     """What an upload writes: the same for a new upload, a resumed one and a resumed manifest."""
 
     bucket: str
@@ -153,7 +146,7 @@ class _Target:
 
 
 @dataclass(frozen=True)
-class _Connection:
+class Connection:
     """The session, the upload's S3 client and the regions, once the bucket is checked."""
 
     session: Any
@@ -207,7 +200,7 @@ def upload_s3_client(session: Any, settings: AwsSettings, *, workers: int) -> An
     )
 
 
-def _connect(
+def connect(
     settings: AwsSettings,
     bucket: str,
     *,
@@ -215,7 +208,7 @@ def _connect(
     create: bool = False,
     ignore_region_affinity: bool = False,
     expected_owner: str | None = None,
-) -> _Connection:
+) -> Connection:
     """A session and upload client, and the bucket checked (exists, owner, region affinity)."""
     session = make_session(settings)
     region = region_of(session)
@@ -228,7 +221,7 @@ def _connect(
         ignore_region_affinity=ignore_region_affinity,
         expected_owner=expected_owner,
     )
-    return _Connection(session, s3, region, bucket_region)
+    return Connection(session, s3, region, bucket_region)
 
 
 def _check_importable(request: UploadRequest, info: ImageInfo, fix: str) -> None:
@@ -245,7 +238,7 @@ def _check_importable(request: UploadRequest, info: ImageInfo, fix: str) -> None
 
 
 @contextlib.contextmanager
-def _image_for_upload(
+def image_for_upload(
     request: UploadRequest, progress: Progress, notify: Callable[[str], None]
 ) -> Iterator[tuple[str, ImageInfo, bool]]:
     """(path to upload, its ImageInfo, converted?) — a converted temp copy lives for the block."""
@@ -291,11 +284,8 @@ def _volume_gib(requested: int | None, info: ImageInfo) -> int:
     return requested
 
 
-def _new_upload(
-    request: UploadRequest, path: str, info: ImageInfo, conn: _Connection, settings: AwsSettings
-) -> tuple[_Target, UploadState]:
-    """The target and the local record of a new upload of ``path`` (``request.image`` or its
-    converted copy); the record names ``request.image``, the file ``--resume`` is given."""
+def _new_target(request: UploadRequest, path: str, info: ImageInfo) -> Target:
+    """What a new upload of ``path`` (``request.image`` or its converted copy) writes."""
     plan = PartPlan.for_file(
         path,
         info.file_bytes,
@@ -303,24 +293,36 @@ def _new_upload(
         prefix=request.prefix,
     )
     assert request.bucket is not None  # _require_bucket
-    target = _Target(
+    return Target(
         request.bucket,
         plan,
         info.format,
         _volume_gib(request.volume_gib, info),
         request.bucket_owner,
     )
-    state = new_state(
+
+
+def _start_record(
+    record: UploadRecord,
+    path: str,
+    target: Target,
+    conn: Connection,
+    settings: AwsSettings,
+    *,
+    converted: bool = False,
+) -> None:
+    record.start(
         path,
-        plan,
-        bucket=request.bucket,
+        target.plan,
+        bucket=target.bucket,
         region=conn.region,
-        file_format=info.format,
+        file_format=target.file_format,
         volume_gib=target.volume_gib,
         s3_endpoint_url=settings.s3_endpoint_url,
-        expected_bucket_owner=request.bucket_owner,
+        expected_bucket_owner=target.expected_owner,
+        converted=converted,
     )
-    return target, dataclasses.replace(state, image=os.path.abspath(request.image))
+    log.debug("upload state in %s", record.file)
 
 
 def _require_bucket(request: UploadRequest) -> str:
@@ -347,13 +349,16 @@ def upload_image(
     # a missing or unreadable image is bad input (exit 2), found before any network call
     stat_regular(request.image)
     if request.resume:
-        return _resume_from_state(
+        from manifestkit.workflow.resume import resume_from_record
+
+        return resume_from_record(
             request, settings, progress=progress, cancel=cancel, notify=notify, now=now
         )
     bucket = _require_bucket(request)
-    if request.record_state:
-        _refuse_replacing_unfinished(request)
-    conn = _connect(
+    record = UploadRecord.for_new_upload(
+        request.image, request.state_dir, enabled=request.record_state
+    )
+    conn = connect(
         settings,
         bucket,
         workers=request.workers or default_workers(),
@@ -361,14 +366,10 @@ def upload_image(
         ignore_region_affinity=request.ignore_region_affinity,
         expected_owner=request.bucket_owner,
     )
-    with _image_for_upload(request, progress, notify) as (path, info, converted):
-        target, state = _new_upload(request, path, info, conn, settings)
-        state = dataclasses.replace(state, converted=converted)
-        state_file = state_path_for(request.image, request.state_dir)
-        if request.record_state:
-            write_state(state_file, state)
-            log.debug("upload state in %s", state_file)
-        result = _run(
+    with image_for_upload(request, progress, notify) as (path, info, converted):
+        target = _new_target(request, path, info)
+        _start_record(record, path, target, conn, settings, converted=converted)
+        result = send_parts_and_manifest(
             conn,
             settings,
             target,
@@ -380,32 +381,8 @@ def upload_image(
             now=now,
             reuse_manifest=False,
         )
-        if request.record_state:
-            write_state(state_file, dataclasses.replace(state, complete=True))
-    return dataclasses.replace(
-        result, state_file=str(state_file) if request.record_state else None, converted=converted
-    )
-
-
-def _refuse_replacing_unfinished(request: UploadRequest) -> None:
-    """A new upload would overwrite the record of an unfinished one (Ctrl-C, a failure, or
-    ``--no-upload``), sending everything again and leaving the parts already sent in S3 with
-    nothing left to resume or delete them by: refuse, and say how to continue or start over."""
-    found = find_state(request.image, request.state_dir)
-    if found is None or found[1].complete:
-        return
-    state_file, state = found
-    folder = state.plan().key_prefix
-    resume = shlex.join(
-        ["manifestkit", "upload", request.image, "--resume"]
-        + (["--state-dir", request.state_dir] if request.state_dir else [])
-    )
-    raise UsageError(
-        f"{request.image}: an unfinished upload of it to s3://{state.bucket}/{folder} is "
-        f"recorded in {state_file}",
-        fix=f"continue it with: {resume}; or, to start over, delete {state_file} (the parts "
-        "already sent stay in S3 until you delete them)",
-    )
+        record.complete()
+    return dataclasses.replace(result, state_file=record.file, converted=converted)
 
 
 def put_manifest_only(
@@ -424,7 +401,7 @@ def put_manifest_only(
     bucket = _require_bucket(request)
     info = inspect_image(request.image, format=request.format)
     _check_importable(request, info, "convert it first (manifestkit convert), then import the copy")
-    conn = _connect(
+    conn = connect(
         settings,
         bucket,
         workers=1,
@@ -432,10 +409,11 @@ def put_manifest_only(
         ignore_region_affinity=request.ignore_region_affinity,
         expected_owner=request.bucket_owner,
     )
-    target, state = _new_upload(request, request.image, info, conn, settings)
-    state_file = state_path_for(request.image, request.state_dir)
-    if request.record_state:
-        write_state(state_file, state)
+    target = _new_target(request, request.image, info)
+    record = UploadRecord.for_new_upload(
+        request.image, request.state_dir, enabled=request.record_state, replace=True
+    )
+    _start_record(record, request.image, target, conn, settings)
     presigner = _presigner(conn, settings, request.expires_in, now)
     _write_and_put_manifest(conn.s3, target, presigner)
     plan = target.plan
@@ -443,197 +421,11 @@ def put_manifest_only(
         parts=plan.count, put=0, copied=0, kept=0, bytes_sent=0, file_bytes=plan.file_bytes
     )
     result = _result(conn, target, presigner, presigner.expires_at, nothing_sent, written=True)
-    return dataclasses.replace(result, state_file=str(state_file) if request.record_state else None)
-
-
-def _resume_from_state(
-    request: UploadRequest,
-    settings: AwsSettings,
-    *,
-    progress: Progress,
-    cancel: CancelToken | None,
-    notify: Callable[[str], None],
-    now: dt.datetime | None,
-) -> UploadResult:
-    found = find_state(request.image, request.state_dir)
-    if found is None:
-        raise UsageError(
-            f"no upload of {request.image} to resume (no state file found)",
-            fix="start it without --resume, or run: manifestkit resume MANIFEST_URL IMAGE",
-        )
-    state_file, state = found
-    _check_resumable(request, state_file, state)
-    if state.converted and not request.convert:
-        # the parts sent are of the converted copy: the image itself is another size
-        notify(
-            f"the upload being resumed is of a converted copy of {request.image}; converting again"
-        )
-        request = dataclasses.replace(request, convert=True)
-    owner = request.bucket_owner or state.expected_bucket_owner
-    st = stat_regular(request.image)
-    if st.st_size != state.file_bytes and not request.convert:
-        raise ImageError(
-            f"{request.image} is {st.st_size} bytes but the upload being resumed is of "
-            f"{state.file_bytes} bytes: the image changed",
-            fix="start a new upload without --resume",
-        )
-    if st.st_mtime_ns != state.mtime_ns and not request.convert:
-        notify(
-            f"{request.image} was modified since the upload started; parts whose bytes "
-            "changed are sent again"
-        )
-    conn = _connect(
-        settings,
-        state.bucket,
-        workers=request.workers or default_workers(),
-        ignore_region_affinity=request.ignore_region_affinity,
-        expected_owner=owner,
-    )
-    plan = state.plan()
-    target = _Target(state.bucket, plan, state.file_format, state.volume_gib, owner)
-    contexts = contextlib.ExitStack()
-    with contexts:
-        path, converted = request.image, False
-        if request.convert:
-            path, info, converted = contexts.enter_context(
-                _image_for_upload(request, progress, notify)
-            )
-            if info.file_bytes != state.file_bytes:
-                raise ImageError(
-                    f"the converted copy of {request.image} is {info.file_bytes} bytes, the upload "
-                    f"being resumed is of {state.file_bytes}",
-                    fix="start a new upload without --resume",
-                )
-        existing = list_existing(conn.s3, state.bucket, plan.key_prefix, expected_owner=owner)
-        result = _run(
-            conn,
-            settings,
-            target,
-            path,
-            request,
-            existing=existing,
-            progress=progress,
-            cancel=cancel,
-            now=now,
-            reuse_manifest=True,
-        )
-    write_state(state_file, dataclasses.replace(state, complete=True))
-    return dataclasses.replace(result, state_file=str(state_file), converted=converted)
-
-
-def _check_resumable(request: UploadRequest, state_file: Path, state: UploadState) -> None:
-    """A resumed upload keeps its recorded bucket, key prefix and part size; one given with
-    ``--resume`` that differs is refused rather than silently ignored."""
-    asked = {
-        "--bucket": (request.bucket or None, state.bucket),
-        "--prefix": (request.prefix or None, state.prefix),
-        "--part-size": (request.part_size, state.part_size),
-    }
-    differ = [
-        (flag, given, recorded)
-        for flag, (given, recorded) in asked.items()
-        if given is not None and given != recorded
-    ]
-    if not differ:
-        return
-    recorded = " ".join(f"{flag} {value!r}" for flag, _, value in differ)
-    given = " ".join(f"{flag} {value!r}" for flag, value, _ in differ)
-    raise UsageError(
-        f"the upload of {request.image} being resumed ({state_file}) was started with "
-        f"{recorded}, not {given}",
-        fix=f"leave {', '.join(flag for flag, _, _ in differ)} out (or pass the recorded "
-        "values), or start a new upload without --resume",
-    )
-
-
-def resume_upload(
-    manifest_source: str,
-    image: str,
-    settings: AwsSettings,
-    *,
-    workers: int | None = None,
-    part_retries: int = DEFAULT_PART_RETRIES,
-    expires_in: int = MAX_EXPIRES,
-    renew_margin: int = DEFAULT_RENEW_MARGIN,
-    bucket_owner: str | None = None,
-    ignore_region_affinity: bool = False,
-    progress: Progress | None = None,
-    cancel: CancelToken | None = None,
-    now: dt.datetime | None = None,
-) -> UploadResult:
-    """Finish the upload a manifest (file or URL) describes from the local ``image``.
-
-    Keeps the parts already in the bucket whose size and ETag match the local bytes, sends the
-    rest, and writes a new manifest (fresh URLs) when the old one's expire within ``renew_margin``.
-    Refuses (``ImageError``, exit 2) when ``image`` is not the manifest's size.
-    """
-    from manifestkit.workflow.manifest_source import plan_from_manifest
-
-    progress = progress or NoProgress()
-    size = stat_regular(image).st_size
-    session = make_session(settings)
-    workers = workers or default_workers()
-    s3 = upload_s3_client(session, settings, workers=workers)
-    described = plan_from_manifest(manifest_source, s3_client=lambda: s3)
-    if size != described.plan.file_bytes:
-        raise ImageError(
-            f"{image} is {size} bytes but the manifest describes {described.plan.file_bytes} bytes",
-            fix="give the image the manifest was made for, or start a new upload",
-        )
-    region = region_of(session)
-    bucket_region = ensure_bucket(
-        s3,
-        described.bucket,
-        ec2_region=region,
-        create=False,
-        ignore_region_affinity=ignore_region_affinity,
-        expected_owner=bucket_owner,
-    )
-    conn = _Connection(session, s3, region, bucket_region)
-    target = _Target(
-        described.bucket, described.plan, described.file_format, described.volume_gib, bucket_owner
-    )
-    request = UploadRequest(
-        image=image,
-        bucket=described.bucket,
-        workers=workers,
-        part_retries=part_retries,
-        expires_in=expires_in,
-        renew_margin=renew_margin,
-        bucket_owner=bucket_owner,
-    )
-    existing = list_existing(
-        s3, described.bucket, described.plan.key_prefix, expected_owner=bucket_owner
-    )
-    result = _run(
-        conn,
-        settings,
-        target,
-        image,
-        request,
-        existing=existing,
-        progress=progress,
-        cancel=cancel,
-        now=now,
-        reuse_manifest=True,
-    )
-    _mark_recorded_upload_complete(image, described.bucket, described.plan.upload_id)
-    return result
-
-
-def _mark_recorded_upload_complete(image: str, bucket: str, upload_id: str) -> None:
-    """The image's own record of this upload (if it has one) is finished now too; left unfinished,
-    the next ``upload IMAGE`` would be refused as a replacement of an interrupted upload."""
-    found = find_state(image, None)
-    if found is None:
-        return
-    state_file, state = found
-    if not state.complete and state.bucket == bucket and state.upload_id == upload_id:
-        write_state(state_file, dataclasses.replace(state, complete=True))
+    return dataclasses.replace(result, state_file=record.file)
 
 
 def _presigner(
-    conn: _Connection, settings: AwsSettings, expires_in: int, now: dt.datetime | None
+    conn: Connection, settings: AwsSettings, expires_in: int, now: dt.datetime | None
 ) -> Presigner:
     """A presigner for the bucket's own region (it differs only with --ignore-region-affinity)."""
     from manifestkit.s3.presign import Presigner
@@ -647,10 +439,10 @@ def _presigner(
     return Presigner.from_session(sign_session, sign_settings, expires_in=expires_in, now=now)
 
 
-def _run(
-    conn: _Connection,
+def send_parts_and_manifest(
+    conn: Connection,
     settings: AwsSettings,
-    target: _Target,
+    target: Target,
     path: str,
     request: UploadRequest,
     *,
@@ -701,8 +493,8 @@ def _run(
 
 
 def _result(
-    conn: _Connection,
-    target: _Target,
+    conn: Connection,
+    target: Target,
     presigner: Presigner,
     expires_at: dt.datetime,
     stats: UploadStats,
@@ -730,7 +522,7 @@ def _result(
     )
 
 
-def _write_and_put_manifest(s3: Any, target: _Target, presigner: Presigner) -> None:
+def _write_and_put_manifest(s3: Any, target: Target, presigner: Presigner) -> None:
     from manifestkit.manifest import write_manifest
 
     fd, tmp = tempfile.mkstemp(prefix="manifestkit-", suffix=".xml")  # mode 0600
@@ -752,7 +544,7 @@ def _write_and_put_manifest(s3: Any, target: _Target, presigner: Presigner) -> N
 
 
 def _reusable_manifest_expiry(
-    s3: Any, target: _Target, *, now: dt.datetime | None, margin: int
+    s3: Any, target: Target, *, now: dt.datetime | None, margin: int
 ) -> dt.datetime | None:
     """When the manifest in the bucket still fits the upload and its URLs live longer than
     ``margin`` seconds: their expiry; None means write a new one."""

@@ -317,12 +317,12 @@ def test_ctrl_c_before_anything_is_recorded_does_not_promise_a_resume(
     import manifestkit.workflow.upload
 
     image = random_image(tmp_path / "early.raw", 4 * PART, seed=24)
-    real_connect = manifestkit.workflow.upload._connect
+    real_connect = manifestkit.workflow.upload.connect
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(manifestkit.workflow.upload, "_connect", interrupted)
+    monkeypatch.setattr(manifestkit.workflow.upload, "connect", interrupted)
     argv = ["upload", str(image), "--bucket", bucket, "--part-size", str(PART), "-q"]
     code, out, err = run_cli(*argv, *s3server.cli_args())
     assert code == 130 and out == ""
@@ -330,7 +330,7 @@ def test_ctrl_c_before_anything_is_recorded_does_not_promise_a_resume(
     assert not (tmp_path / "early.raw.manifestkit-state.json").exists()
     code, _, err = run_cli(*argv, "--resume", *s3server.cli_args())
     assert code == 2 and "no upload of" in err  # what the old hint led to
-    monkeypatch.setattr(manifestkit.workflow.upload, "_connect", real_connect)
+    monkeypatch.setattr(manifestkit.workflow.upload, "connect", real_connect)
     code, out, err = run_cli(*argv, *s3server.cli_args())  # what the new one says to do
     assert code == 0, err
 
