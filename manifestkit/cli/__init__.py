@@ -82,12 +82,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"manifestkit: error: {message}; see {self.prog} --help\n")
 
 
+def _samples_epilog() -> str:
+    from manifestkit.manifest.model import SAMPLE_VALID_AT, samples_path
+
+    folder = samples_path()
+    # raw text (RawDescriptionHelpFormatter): argparse would break the paths at their hyphens
+    return (
+        "Sample images (tiny-stream.vmdk, tiny-dynamic.vhd, tiny.raw) and a sample manifest\n"
+        f"are installed in:\n  {folder}\nTry:\n"
+        f"  manifestkit inspect {folder / 'tiny-stream.vmdk'}\n"
+        f"  manifestkit validate --at {SAMPLE_VALID_AT} {folder / 'sample-manifest.xml'}\n"
+        "(the sample's URLs were signed on 2026-01-01 and expired 7 days later: --at checks\n"
+        "their expiry as of that time)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = common_options(defaults=False)
     parser = _Parser(
         prog="manifestkit",
         description="Prepare a disk image for EC2 ImportInstance/ImportVolume and run the import.",
         parents=[common_options()],
+        epilog=_samples_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"manifestkit {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

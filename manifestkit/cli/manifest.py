@@ -21,6 +21,7 @@ from manifestkit.cli._aws_options import add_aws_options, aws_settings_from
 from manifestkit.cli._output import emit
 from manifestkit.errors import ImageError, NotImportableError, UsageError
 from manifestkit.manifest import build_manifest_file, errors_only, validate_manifest, write_manifest
+from manifestkit.manifest.model import SAMPLE_VALID_AT, samples_path
 from manifestkit.parts import DEFAULT_PART_SIZE, PartPlan
 from manifestkit.s3.bucket_names import validate_bucket_name
 from manifestkit.s3.presign import ADDRESSING_STYLES, MAX_EXPIRES, Presigner
@@ -106,6 +107,15 @@ def _register_manifest(
     parser.set_defaults(run=run_manifest)
 
 
+class _DescriptionWrapped(argparse.RawDescriptionHelpFormatter):
+    """The description wrapped as usual, the epilog as written (paths must not break at '-')."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return super()._fill_text(text, width, indent)
+        return argparse.HelpFormatter._fill_text(self, text, width, indent)
+
+
 def _register_validate(
     subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser
 ) -> None:
@@ -117,7 +127,12 @@ def _register_validate(
         "rules: part count, indices 0..n-1, contiguous byte ranges covering size, each URL's key, "
         "expiry (at most 7 days, not already past) and volume size. With --verify-signatures the "
         "signature of each URL is recomputed with boto3's credentials to prove its method "
-        "(HEAD/GET/DELETE). Offline. Exit 0 valid, 2 invalid (one line per problem).",
+        "(HEAD/GET/DELETE). Offline. Each finding is an error (an importer will fail: exit 2), "
+        "a warning (AWS's text says otherwise but importers accept it: exit 0) or a note (what "
+        "could not be checked); one line each.",
+        epilog="Example, on the sample shipped with manifestkit (signed on 2026-01-01):\n"
+        f"  manifestkit validate --at {SAMPLE_VALID_AT} {samples_path() / 'sample-manifest.xml'}",
+        formatter_class=_DescriptionWrapped,
     )
     parser.add_argument("manifest", metavar="MANIFEST", help="the manifest file, or - for stdin")
     parser.add_argument(
@@ -131,8 +146,28 @@ def _register_validate(
         help="the image the manifest is for: check size against its file size and volume-size "
         "against its capacity",
     )
+    parser.add_argument(
+        "--at",
+        metavar="TIME",
+        type=_instant,
+        help="check URL expiry as of TIME (ISO 8601, e.g. 2026-01-01T12:00:00Z; UTC when no "
+        "offset is given) instead of now",
+    )
     add_aws_options(parser, local=False, owner_short_options=False)
     parser.set_defaults(run=run_validate)
+
+
+def _instant(text: str) -> dt.datetime:
+    """``--at TIME``: ISO 8601 (``2026-01-01``, ``2026-01-01T12:00:00Z``, ``...+02:00``)."""
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time (e.g. 2026-01-01T12:00:00Z)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.astimezone(dt.timezone.utc)
 
 
 def expires_seconds(text: str) -> int:
@@ -294,21 +329,32 @@ def run_validate(args: argparse.Namespace) -> int:
             capacity, file_bytes = info.capacity_bytes, info.file_bytes
         except ImageError as exc:
             raise UsageError(f"--image: {exc}") from exc
+    now = args.at or dt.datetime.now(dt.timezone.utc)
     problems = validate_manifest(
         source,
         credentials=credentials,
-        now=dt.datetime.now(dt.timezone.utc),
+        now=now,
         capacity_bytes=capacity,
         file_bytes=file_bytes,
     )
     errors = errors_only(problems)
+    warnings = [p for p in problems if p.severity == "warning"]
     name = args.manifest
     if args.output == "json":
-        emit(args, [p.to_dict() for p in problems], "")
+        doc = {
+            "manifest": name,
+            "valid": not errors,
+            "errors": len(errors),
+            "warnings": len(warnings),
+            "checked_at": now.isoformat(),
+            "problems": [p.to_dict() for p in problems],
+        }
+        emit(args, doc, "")
     else:
-        lines = [f"{name}: {'note' if p.severity == 'note' else 'error'}: {p}" for p in problems]
+        lines = [f"{name}: {p.severity}: {p}" for p in problems]
         if not errors:
-            lines.append(f"{name}: valid")
+            n = len(warnings)
+            lines.append(f"{name}: valid" + (f" ({n} warning{'s' * (n != 1)})" if n else ""))
         emit(args, None, "\n".join(lines))
     return 2 if errors else 0
 

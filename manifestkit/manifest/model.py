@@ -21,6 +21,17 @@ def schema_path() -> Path:
     return Path(manifestkit.__file__).parent / "schemas" / "vm-import-manifest.xsd"
 
 
+def samples_path() -> Path:
+    """The sample images and sample manifest shipped inside the package (``manifestkit/samples``
+    is package data: an installed user finds them here, a checkout also has ``samples/``)."""
+    return Path(manifestkit.__file__).parent / "samples"
+
+
+#: the sample manifest's URLs were signed at 2026-01-01T00:00Z for 7 days (make_sample_manifest.py):
+#: ``validate --at`` this instant shows it valid whatever today's date
+SAMPLE_VALID_AT = "2026-01-02T00:00:00Z"
+
+
 @dataclass(frozen=True)
 class Importer:
     name: str
@@ -60,7 +71,8 @@ class Problem:
     path: str
     rule: str
     message: str
-    #: ``error`` makes the manifest invalid; ``note`` says what could not be checked
+    #: ``error``: an importer will fail, the manifest is invalid; ``warning``: AWS's text says
+    #: otherwise but importers in the wild accept it; ``note``: what could not be checked
     severity: str = "error"
 
     def __str__(self) -> str:

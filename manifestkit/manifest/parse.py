@@ -92,11 +92,35 @@ class RawPart:
         )
 
 
+#: a manifest number is a byte offset, a size, a count or an index: 2**64 has 20 digits
+MAX_DIGITS = 20
+
+
+class _TooLong(Exception):
+    def __init__(self, digits: int) -> None:
+        super().__init__(digits)
+        self.digits = digits
+
+    def error(self, where: str) -> ManifestError:
+        return ManifestError(
+            f"{where} has a number of {self.digits} digits; a manifest's numbers have at most "
+            f"{MAX_DIGITS} (no disk is that large)",
+            fix="give a manifest written by manifestkit or the EC2 tools",
+        )
+
+
 def _int(text: str | None) -> int | None:
+    """A manifest number: ASCII digits only (``str.isdigit`` also takes ``²``, which ``int``
+    refuses), at most ``MAX_DIGITS`` of them (``int`` of 5,000 digits raises ValueError):
+    ``_TooLong``. ``None`` for what is no number at all (the XSD check reports it)."""
     if text is None:
         return None
     text = text.strip()
-    return int(text) if text.isdigit() else None
+    if not (text.isascii() and text.isdigit()):
+        return None
+    if len(text) > MAX_DIGITS:
+        raise _TooLong(len(text))
+    return int(text)
 
 
 class ManifestEvents:
@@ -172,13 +196,18 @@ class ManifestEvents:
                 if depth == 4 and in_part:
                     fields: dict[str, str] = {}
                     start = end = None
-                    for child in elem:  # C iteration over the few children
-                        name = child.tag
-                        if name == "byte-range":
-                            start, end = _int(child.get("start")), _int(child.get("end"))
-                        elif name in _PART_FIELDS:
-                            fields[name] = (child.text or "").strip()
-                    done = RawPart(self._positions, _int(part_index), start, end, fields)
+                    try:
+                        for child in elem:  # C iteration over the few children
+                            name = child.tag
+                            if name == "byte-range":
+                                start, end = _int(child.get("start")), _int(child.get("end"))
+                            elif name in _PART_FIELDS:
+                                fields[name] = (child.text or "").strip()
+                        index = _int(part_index)
+                    except _TooLong as exc:
+                        where = f"{self.name}: /manifest/import/parts/part[{self._positions}]"
+                        raise exc.error(where) from None
+                    done = RawPart(self._positions, index, start, end, fields)
                     in_part = False
                     # prune: the part and anything before it are no longer needed
                     elem.clear(keep_tail=False)
@@ -275,9 +304,17 @@ def _well_formedness_error(source: Source) -> str | None:
 def header_from(events: ManifestEvents) -> ManifestHeader | None:
     """The header once ``<parts>`` has opened; ``None`` when a value is missing or not a number."""
     h = events.header
-    size = _int(h.get("/manifest/import/size"))
-    volume = _int(h.get("/manifest/import/volume-size"))
-    count = _int(events.count_text)
+    values: list[int | None] = []
+    for path, text in (
+        ("/manifest/import/size", h.get("/manifest/import/size")),
+        ("/manifest/import/volume-size", h.get("/manifest/import/volume-size")),
+        ("/manifest/import/parts/@count", events.count_text),
+    ):
+        try:
+            values.append(_int(text))
+        except _TooLong as exc:
+            raise exc.error(f"{events.name}: {path}") from None
+    size, volume, count = values
     needed = ("/manifest/version", "/manifest/file-format", "/manifest/self-destruct-url")
     if size is None or volume is None or count is None or any(p not in h for p in needed):
         return None

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from manifestkit.errors import ManifestError
 from manifestkit.images.rules import volume_gib_for, volume_needed
@@ -43,6 +43,21 @@ from manifestkit.s3.presign import (
 
 #: after this many problems of one rule the rest are counted, not listed
 MAX_PER_RULE = 20
+#: the xmlschema pass that words XSD failures readably re-reads the document in Python: on a
+#: larger one (a 50 MB attribute took it 145 s and 327 MB) libxml2's own message is given instead
+READABLE_MAX_BYTES = 2 * 1024 * 1024
+#: a message quotes keys, URLs and values from the manifest: at most this many characters of it
+MAX_MESSAGE_CHARS = 600
+
+
+def _bounded(message: str) -> str:
+    """``message`` with its middle left out when a hostile value made it huge."""
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    half = MAX_MESSAGE_CHARS // 2
+    return f"{message[:half]}…[{len(message) - 2 * half} characters]…{message[-half:]}"
+
+
 _PARTS = "/manifest/import/parts"
 _URL_FIELDS = (("head-url", "HEAD"), ("get-url", "GET"), ("delete-url", "DELETE"))
 
@@ -76,11 +91,12 @@ class _Checker:
         self.seen = 0
         self.next_start = 0
         self.other_access_key = False
+        self.sigv2 = False
 
     def add(self, path: str, rule: str, message: str, severity: str = "error") -> None:
         self.counts[rule] += 1
         if self.counts[rule] <= MAX_PER_RULE:
-            self.problems.append(Problem(path, rule, message, severity))
+            self.problems.append(Problem(path, rule, _bounded(message), severity))
 
     # -- header ------------------------------------------------------------------------
 
@@ -89,7 +105,11 @@ class _Checker:
         path = "/manifest/import/volume-size"
         if header.volume_size < 1:
             self.add(path, "volume-size", "volume-size must be at least 1 GiB")
-        if self.file_bytes is not None and header.size != self.file_bytes:
+        if (
+            self.file_bytes is not None
+            and header.size != self.file_bytes
+            and not self._virtual_size(header)
+        ):
             # design.md §2: <size> is the image file's size, the bytes the parts hold
             self.add(
                 "/manifest/import/size",
@@ -191,13 +211,8 @@ class _Checker:
                 "count",
                 f'parts count="{header.part_count}" but the manifest has {self.seen} part(s)',
             )
-        if self.seen and self.next_start != header.size:
-            self.add(
-                f"{_PARTS}/part[{self.seen}]/byte-range",
-                "range-cover",
-                f"the parts cover bytes 0..{self.next_start - 1} but size is {header.size} "
-                f"(the last end must be size - 1 = {header.size - 1})",
-            )
+        if self.seen:
+            self._check_cover(header)
         if self.credentials is None:
             self.add(
                 "/manifest",
@@ -223,6 +238,57 @@ class _Checker:
                     )
                 )
 
+    def _virtual_size(self, header: ManifestHeader) -> bool:
+        """euca2ools writes a VMDK's virtual disk size as ``size`` (AWS: the file's size)."""
+        return header.file_format == "VMDK" and header.size == self.capacity_bytes
+
+    def _check_cover(self, header: ManifestHeader) -> None:
+        """The parts hold bytes 0..size-1: what AWS's text says. Two variants importers take
+        are warnings: the last end equal to size (AWS's own manifest example) and, for a VMDK,
+        a size above the parts' bytes (euca2ools writes the virtual disk size there)."""
+        where = f"{_PARTS}/part[{self.seen}]/byte-range"
+        covered = self.next_start
+        if self.file_bytes is not None and covered not in (self.file_bytes, self.file_bytes + 1):
+            self.add(
+                where,
+                "range-cover",
+                f"the parts cover bytes 0..{covered - 1} but the image file is "
+                f"{self.file_bytes} bytes",
+            )
+        elif covered == header.size + 1:
+            self.add(
+                where,
+                "range-end-is-size",
+                f"the last byte-range ends at size ({header.size}), as AWS's manifest example "
+                f"does; ends are inclusive, so AWS's text says size - 1 = {header.size - 1}. "
+                "Importers read the part as stored and accept it",
+                "warning",
+            )
+        elif (
+            covered < header.size
+            and header.file_format == "VMDK"
+            and self.file_bytes
+            in (
+                None,
+                covered,
+            )
+        ):
+            self.add(
+                "/manifest/import/size",
+                "size-virtual",
+                f"size {header.size} is more than the {covered} bytes the parts hold: euca2ools "
+                "writes a VMDK's virtual disk size here, AWS's text the image file's size. "
+                "Importers read the parts and accept it",
+                "warning",
+            )
+        elif covered != header.size:
+            self.add(
+                where,
+                "range-cover",
+                f"the parts cover bytes 0..{covered - 1} but size is {header.size} "
+                f"(the last end must be size - 1 = {header.size - 1})",
+            )
+
     # -- URLs --------------------------------------------------------------------------
 
     def check_url(
@@ -231,14 +297,11 @@ class _Checker:
         try:
             info = parse_presigned_url(url)
         except PresignedUrlError as exc:
+            if self.check_sigv2(path, url, key):
+                return None
             message = str(exc)
             if not message.startswith("not a SigV4"):
                 message = f"not a SigV4 presigned URL: {message}"
-            if "Signature=" in url and "AWSAccessKeyId=" in url:
-                message += (
-                    " (it is SigV2, as the old EC2 API tools signed; write a new manifest: "
-                    "manifestkit manifest or upload)"
-                )
             self.add(path, "url", message)
             return None
         if info.service != "s3":
@@ -253,22 +316,59 @@ class _Checker:
         if self.now is not None and info.is_expired(self.now):
             self.add(path, "url-expired", f"URL expired at {info.expires_at.isoformat()}")
         if key is not None:
-            location = _location_for(info, key)
-            if location is None:
-                self.add(path, "url-key", f"URL is for {info.path!r}, not the part's key {key!r}")
-            elif self.location is None:
-                self.location = location
-                self._check_self_destruct(location, posixpath.dirname(key))
-            elif location != self.location:
-                self.add(
-                    path,
-                    "url-bucket",
-                    f"URL addresses {location[0]}://{location[1]}{location[2]}/, other URLs "
-                    f"{self.location[0]}://{self.location[1]}{self.location[2]}/",
-                )
+            self.check_location(path, (info.scheme, info.host, info.path), key)
         if self.credentials is not None:
             self.check_method(path, info, method)
         return info
+
+    def check_location(self, path: str, where: tuple[str, str, str], key: str) -> None:
+        """The URL (scheme, host, path) is for ``key``, in the bucket of the other URLs."""
+        location = _location_for(*where, key)
+        if location is None:
+            self.add(path, "url-key", f"URL is for {where[2]!r}, not the part's key {key!r}")
+        elif self.location is None:
+            self.location = location
+            self._check_self_destruct(location, posixpath.dirname(key))
+        elif location != self.location:
+            self.add(
+                path,
+                "url-bucket",
+                f"URL addresses {location[0]}://{location[1]}{location[2]}/, other URLs "
+                f"{self.location[0]}://{self.location[1]}{self.location[2]}/",
+            )
+
+    def check_sigv2(self, path: str, url: str, key: str | None) -> bool:
+        """A SigV2 query-signed URL (``AWSAccessKeyId``, ``Expires``, ``Signature``), as the
+        EC2 API tools and AWS's own manifest example sign: a warning (S3 still takes SigV2 for
+        buckets created before 24 June 2020), with its expiry and key checked."""
+        split = urlsplit(url)
+        query = dict(parse_qsl(split.query, keep_blank_values=True))
+        if (
+            split.scheme not in ("http", "https")
+            or not {"AWSAccessKeyId", "Expires", "Signature"} <= query.keys()
+            or any(k.startswith("X-Amz-") for k in query)
+        ):
+            return False
+        expires = query["Expires"]
+        if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
+            self.add(path, "url", f"SigV2 URL with Expires={expires[:40]!r}, not a time")
+            return True
+        if not self.sigv2:  # once: every URL of such a manifest is SigV2
+            self.sigv2 = True
+            self.add(
+                path,
+                "url-sigv2",
+                "SigV2 presigned URL (as the EC2 API tools and AWS's manifest example sign); S3 "
+                "takes SigV2 only for buckets created before 24 June 2020: write a new manifest "
+                "with manifestkit manifest or upload if the import cannot read it",
+                "warning",
+            )
+        expires_at = dt.datetime.fromtimestamp(int(expires), dt.timezone.utc)
+        if self.now is not None and self.now >= expires_at:
+            self.add(path, "url-expired", f"URL expired at {expires_at.isoformat()}")
+        if key is not None:
+            self.check_location(path, (split.scheme, split.netloc.lower(), split.path), key)
+        return True
 
     def check_method(self, path: str, info: PresignedUrlInfo, method: str) -> None:
         assert self.credentials is not None
@@ -297,15 +397,15 @@ class _Checker:
                 )
 
 
-def _location_for(info: PresignedUrlInfo, key: str) -> tuple[str, str, str] | None:
+def _location_for(scheme: str, host: str, path: str, key: str) -> tuple[str, str, str] | None:
     """Where the bucket is, if the URL's path ends with ``key`` (virtual-hosted or path style)."""
-    decoded = unquote(info.path)
+    decoded = unquote(path)
     if not decoded.endswith("/" + key):
         return None
     before = decoded[: len(decoded) - len(key) - 1]
     if before.count("/") > 1:  # more than a bucket (or an endpoint base path) before the key
         return None
-    return (info.scheme, info.host, before)
+    return (scheme, host, before)
 
 
 def _readable_xsd_problems(source: Source, limit: int = MAX_PER_RULE) -> list[Problem]:
@@ -313,9 +413,16 @@ def _readable_xsd_problems(source: Source, limit: int = MAX_PER_RULE) -> list[Pr
     import xmlschema
 
     if isinstance(source, bytes):
+        if len(source) > READABLE_MAX_BYTES:
+            return []
         data: Any = io.BytesIO(source)
     elif isinstance(source, (str, os.PathLike)):
         data = os.fspath(source)
+        try:
+            if os.stat(data).st_size > READABLE_MAX_BYTES:
+                return []
+        except OSError:
+            return []
     else:
         return []  # a stream cannot be read twice
     problems: list[Problem] = []
@@ -326,7 +433,7 @@ def _readable_xsd_problems(source: Source, limit: int = MAX_PER_RULE) -> list[Pr
             value = error.obj
             if isinstance(value, (str, int)) and str(value) not in reason:
                 reason += f" (found {str(value)[:80]!r})"
-            problems.append(Problem(error.path or "/manifest", "xsd", reason))
+            problems.append(Problem(_bounded(error.path or "/manifest"), "xsd", _bounded(reason)))
             if len(problems) >= limit:
                 break
     except Exception:  # noqa: BLE001 - readability only; libxml2's message is already in hand
@@ -364,7 +471,7 @@ def validate_manifest(
         readable = _readable_xsd_problems(source)
         if readable:
             return readable
-        return [Problem(exc.where, "xsd", exc.message)]
+        return [Problem(exc.where, "xsd", _bounded(exc.message))]
     checker.finish(events.count_text)
     return checker.problems
 

@@ -40,8 +40,9 @@ def test_every_command_prints_one_json_document(
         *run(capsys, ["manifest", image, "-b", bucket, "-o", manifest, *JSON, *aws])
     )
     assert doc["manifest"] == manifest
-    problems = _one_document(*run(capsys, ["validate", manifest, *JSON]))
-    assert [p for p in problems if p["severity"] == "error"] == []
+    doc = _one_document(*run(capsys, ["validate", manifest, *JSON]))
+    assert doc["valid"] is True
+    assert [p for p in doc["problems"] if p["severity"] == "error"] == []
 
     doc = _one_document(*run(capsys, ["upload", image, "-b", bucket, *JSON, *aws]))
     url = doc["manifest_url"]

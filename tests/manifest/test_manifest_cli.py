@@ -308,9 +308,11 @@ def test_validate_fresh_manifest_with_signatures(tmp_path, image, capsys, monkey
     code, out, err = run(capsys, "validate", "m.xml", "--verify-signatures")
     assert (code, out, err) == (0, "m.xml: valid\n", "")
     code, out, _ = run(capsys, "validate", "m.xml", "--output", "json")
-    assert code == 0 and [p["rule"] for p in json.loads(out)] == ["method-unverified"]
+    doc = json.loads(out)
+    assert code == 0 and doc["valid"] is True and doc["errors"] == 0
+    assert [p["rule"] for p in doc["problems"]] == ["method-unverified"]
     # the note says how to verify them: the user may well have credentials, just not the flag
-    assert "--verify-signatures" in json.loads(out)[0]["message"]
+    assert "--verify-signatures" in doc["problems"][0]["message"]
     code, out, _ = run(capsys, "validate", "m.xml", "--image", str(image))
     assert code == 0, out
     other = tmp_path / "other.raw"
@@ -333,8 +335,8 @@ def test_validate_invalid_lists_each_problem(tmp_path, capsys):
     assert any("/manifest/import/parts/@count" in line and "[count]" in line for line in lines)
     assert any("part[2]/byte-range" in line and "[range-contiguous]" in line for line in lines)
     code, out, _ = run(capsys, "validate", str(path), "--output", "json")
-    assert code == 2
-    assert {"count", "range-contiguous"} <= {p["rule"] for p in json.loads(out)}
+    assert code == 2 and json.loads(out)["valid"] is False
+    assert {"count", "range-contiguous"} <= {p["rule"] for p in json.loads(out)["problems"]}
 
 
 @pytest.mark.parametrize(

@@ -256,7 +256,7 @@ def test_sigv2_url_from_the_old_tools_is_named_once():
         get = parts_of(root)[0].find("get-url")
         get.text = get.text.split("?")[0] + "?AWSAccessKeyId=AKID&Expires=1900000000&Signature=x"
 
-    problems = errors_only(validate_manifest(mutate(build(), sigv2), now=FROZEN))
-    (problem,) = problems
-    assert problem.rule == "url" and "SigV2" in problem.message
-    assert problem.message.count("not a SigV4 presigned URL") == 1
+    problems = validate_manifest(mutate(build(), sigv2), now=FROZEN)
+    assert errors_only(problems) == []  # a warning since issue 11 item 13: S3 may still take it
+    (problem,) = [p for p in problems if p.severity == "warning"]
+    assert problem.rule == "url-sigv2" and "SigV2" in problem.message
