@@ -296,6 +296,7 @@ class _AmiRun:
 
     def check_inputs(self) -> None:
         """Bad input found before a byte is uploaded: a taken name, an unknown region."""
+        self._check_architecture()
         taken = ec2_images.image_named(self.ec2, self.request.name)
         if taken is not None and taken.id != self.j.image_id and not self.ours(taken):
             raise _name_taken(self.request.name, self.region, taken)
@@ -308,6 +309,24 @@ class _AmiRun:
                 and not self.ours(taken)
             ):
                 raise _name_taken(self.request.name, region, taken)
+
+    def _check_architecture(self) -> None:
+        """Refuse an architecture the image says it is not (its GPT's DPS partition types);
+        an image that says nothing is taken at the user's word."""
+        from manifestkit.images.architecture import image_architectures
+
+        image = self.request.upload.image
+        declared = image_architectures(image)
+        if declared and self.request.architecture not in declared:
+            names = " and ".join(sorted(declared))
+            usable = sorted(declared & set(ARCHITECTURES))
+            raise UsageError(
+                f"{image}: its partition table declares {names} (Discoverable "
+                f"Partitions Specification partition types), not {self.request.architecture}",
+                fix=f"pass --architecture {usable[0]}"
+                if usable
+                else f"EC2 runs no {names} AMIs; use an image for x86_64 or arm64",
+            )
 
     def _resolve_regions(self) -> list[str]:
         wanted = self.request.copy_to
@@ -649,6 +668,11 @@ class _AmiRun:
 
     def undo(self, error: ManifestkitError) -> ManifestkitError:
         """Remove what this run created and no longer needs; the error says what happened."""
+        j = self.j
+        if not (j.manifest_url or j.task_id or j.volume_id or j.snapshot_id or j.image_id):
+            # failed before the chain made anything; an upload cut short says itself what it
+            # left (its own record lets the next run continue it)
+            return error
         if self.request.keep_on_failure:
             return _amended(error, self._kept_text(self._existing()))
         removed: list[str] = []
@@ -663,7 +687,6 @@ class _AmiRun:
             removed.append(label)
             return True
 
-        j = self.j
         if j.task_id and not j.volume_id:
             # a task still converting (a timeout, say) would make a volume nobody records
             try:
