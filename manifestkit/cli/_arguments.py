@@ -91,7 +91,13 @@ def add_upload_options(parser: Any, *, bucket_help: str) -> None:
     parser.add_argument(
         "--convert",
         action="store_true",
-        help="upload a converted streamOptimized copy when IMAGE is not importable",
+        help="when IMAGE is not importable (or is a whole disk, /dev/sdb), convert it to a "
+        "streamOptimized VMDK while uploading: one pass, no local copy",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="read a whole disk even while it is mounted read-write (its copy may be torn)",
     )
     parser.add_argument(
         "--dont-verify-format",
@@ -126,6 +132,7 @@ def upload_request_from(
         bucket_owner=args.bucket_owner,
         state_dir=args.state_dir,
         convert=args.convert,
+        force=args.force,
         dont_verify_format=args.dont_verify_format,
         format=args.format,
         # the embedded sandbox ends with the command: there is nothing to resume afterwards

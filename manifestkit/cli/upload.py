@@ -37,7 +37,11 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         description="Upload IMAGE to S3 in parts (concurrent, MD5-checked, resumable), verify "
         "every part, upload the manifest, and print its presigned GET URL.",
     )
-    upload.add_argument("image", help="the disk image file")
+    upload.add_argument(
+        "image",
+        help="the disk image file; a whole disk (/dev/sdb, an LVM volume) with --convert; or - "
+        "to read a RAW disk from standard input (a pipe: such an upload cannot be resumed)",
+    )
     add_upload_options(upload, bucket_help="S3 bucket (required unless --resume)")
     upload.add_argument(
         "--volume-size",
@@ -119,6 +123,13 @@ def run_upload(args: argparse.Namespace) -> int:
                 request, settings, progress=progress_for(args), notify=log.warning
             )
     except KeyboardInterrupt:
+        if args.image == "-":
+            print(
+                "manifestkit: interrupted; an upload from standard input cannot be resumed (the "
+                "pipe cannot be read again): no manifest was written; run the whole command again",
+                file=sys.stderr,
+            )
+            return 130
         if args.local or not unfinished_upload_recorded(args.image, args.state_dir):
             return _interrupted_with_nothing_to_resume(args.local)
         return _interrupted(_resume_command(args))
@@ -160,6 +171,8 @@ def _resume_command(args: argparse.Namespace) -> str:
         words += ["--bucket-owner", args.bucket_owner]
     if args.convert:
         words.append("--convert")
+    if args.force:
+        words.append("--force")
     return shlex.join(words)
 
 

@@ -33,7 +33,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import botocore.exceptions
 
@@ -428,28 +428,40 @@ def put_manifest_file(
     s3: Any,
     bucket: str,
     key: str,
-    path: str | os.PathLike[str],
+    source: str | os.PathLike[str] | IO[bytes],
     *,
     expected_owner: str | None = None,
 ) -> None:
-    """PUT the manifest XML from ``path`` (streamed from the file), MD5-checked."""
+    """PUT the manifest XML from ``source`` (a path, or a seekable binary file object read from
+    its start), streamed from it, MD5-checked."""
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as src:
+            _put_manifest(s3, bucket, key, src, expected_owner)
+    else:
+        _put_manifest(s3, bucket, key, source, expected_owner)
+
+
+def _put_manifest(
+    s3: Any, bucket: str, key: str, src: IO[bytes], expected_owner: str | None
+) -> None:
     digest = hashlib.md5()
-    with open(path, "rb") as src:
-        for chunk in iter(lambda: src.read(1 << 20), b""):
-            digest.update(chunk)
-        src.seek(0)
-        try:
-            response = s3.put_object(
-                Bucket=bucket,
-                Key=key,
-                Body=src,
-                ContentLength=os.fstat(src.fileno()).st_size,
-                ContentMD5=base64.b64encode(digest.digest()).decode(),
-                ContentType="application/xml",
-                **owner_args(expected_owner),
-            )
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-            raise translate(exc, bucket=bucket, key=key, action="upload the manifest to") from exc
+    src.seek(0)
+    for chunk in iter(lambda: src.read(1 << 20), b""):
+        digest.update(chunk)
+    length = src.tell()
+    src.seek(0)
+    try:
+        response = s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=src,
+            ContentLength=length,
+            ContentMD5=base64.b64encode(digest.digest()).decode(),
+            ContentType="application/xml",
+            **owner_args(expected_owner),
+        )
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        raise translate(exc, bucket=bucket, key=key, action="upload the manifest to") from exc
     if _etag(response.get("ETag")) != digest.hexdigest():
         raise UploadError(
             f"the manifest s3://{bucket}/{key} came back with ETag {response.get('ETag')}"

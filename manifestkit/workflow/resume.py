@@ -53,6 +53,12 @@ def resume_from_record(
         bucket=request.bucket, prefix=request.prefix, part_size=request.part_size
     )
     state = record.recorded
+    if state.stream is not None:
+        from manifestkit.workflow.stream_upload import resume_streamed
+
+        return resume_streamed(
+            request, settings, record, progress=progress, cancel=cancel, notify=notify, now=now
+        )
     if state.converted and not request.convert:
         # the parts sent are of the converted copy: the image itself is another size
         notify(

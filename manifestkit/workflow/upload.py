@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
-import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.config import Config
 
 from manifestkit.aws import AwsSettings, client_config, make_session, region_of
-from manifestkit.errors import ManifestError, NotImportableError, UsageError
+from manifestkit.errors import ManifestError, ManifestkitError, NotImportableError, UsageError
 from manifestkit.images.info import ImageInfo
 from manifestkit.images.reader import stat_regular
 from manifestkit.parts import DEFAULT_PART_SIZE, PartPlan
@@ -49,6 +49,12 @@ if TYPE_CHECKING:
     from manifestkit.s3.presign import Presigner
 
 log = logging.getLogger("manifestkit")
+
+#: a manifest up to this size is built in memory (about 1.3 KB per part: ~12,000 parts)
+MANIFEST_IN_MEMORY = 16 << 20
+
+#: the image argument that reads a RAW disk from standard input (``workflow.stream_upload``)
+STDIN = "-"
 
 #: on resume, a manifest whose URLs expire sooner than this is issued again with fresh URLs
 DEFAULT_RENEW_MARGIN = 86400
@@ -88,6 +94,8 @@ class UploadRequest:
     #: False: no state file (an upload that cannot be resumed anyway, e.g. to ``--local``)
     record_state: bool = True
     convert: bool = False
+    #: read a whole disk (block device) even while it is mounted read-write
+    force: bool = False
     dont_verify_format: bool = False
     #: the user's claim about the format (``VMDK``|``VHD``|``RAW``), checked against the content
     format: str | None = None
@@ -264,6 +272,18 @@ def image_for_upload(
     yield request.image, info, False
 
 
+def _importable_as_it_is(image: str) -> bool:
+    """Whether EC2 takes ``image`` as it is (``--convert`` then uploads it unchanged)."""
+    from manifestkit.images import inspect_image
+
+    try:
+        return inspect_image(image).importable
+    except ManifestkitError:
+        # refused as an import (a qcow2, a damaged header): the converter says whether it can
+        # read the data, with its own error
+        return False
+
+
 def _volume_gib(requested: int | None, info: ImageInfo) -> int:
     """``requested`` (never below the image's capacity: UsageError), or the image's own."""
     from manifestkit.manifest.build import MAX_VOLUME_GIB
@@ -346,12 +366,29 @@ def upload_image(
     """Upload ``request.image`` and its manifest; ``request.resume`` continues the recorded one."""
     progress = progress or NoProgress()
     notify = notify or log.info
+    if request.image == STDIN:
+        from manifestkit.workflow.stream_upload import upload_stdin
+
+        return upload_stdin(
+            request, settings, progress=progress, cancel=cancel, notify=notify, now=now
+        )
     # a missing or unreadable image is bad input (exit 2), found before any network call
-    stat_regular(request.image)
+    whole_disk = stat.S_ISBLK(stat_regular(request.image, allow_block=True).st_mode)
     if request.resume:
         from manifestkit.workflow.resume import resume_from_record
 
         return resume_from_record(
+            request, settings, progress=progress, cancel=cancel, notify=notify, now=now
+        )
+    if whole_disk and not request.convert:
+        raise UsageError(
+            f"{request.image}: is a whole disk (a block device); it is uploaded converted",
+            fix="pass --convert (it converts while uploading, with no local copy)",
+        )
+    if request.convert and (whole_disk or not _importable_as_it_is(request.image)):
+        from manifestkit.workflow.stream_upload import upload_streamed
+
+        return upload_streamed(
             request, settings, progress=progress, cancel=cancel, notify=notify, now=now
         )
     bucket = _require_bucket(request)
@@ -454,13 +491,11 @@ def send_parts_and_manifest(
 ) -> UploadResult:
     """Parts, verification pass, manifest, URL: the steps every upload shares."""
     workers = request.workers or default_workers()
-    plan = target.plan
-    s3 = conn.s3
     uploader = PartUploader(
-        s3,
+        conn.s3,
         target.bucket,
         path,
-        plan,
+        target.plan,
         workers=workers,
         part_retries=request.part_retries,
         expected_owner=target.expected_owner,
@@ -470,12 +505,46 @@ def send_parts_and_manifest(
         cancel=cancel,
     )
     stats = uploader.run()
+    return finish_upload(
+        conn,
+        settings,
+        target,
+        request,
+        stats,
+        uploader.md5_hex,
+        existing=existing,
+        progress=progress,
+        cancel=cancel,
+        now=now,
+        reuse_manifest=reuse_manifest,
+    )
+
+
+def finish_upload(
+    conn: Connection,
+    settings: AwsSettings,
+    target: Target,
+    request: UploadRequest,
+    stats: UploadStats,
+    md5_hex: Callable[[int], str],
+    *,
+    existing: dict[str, RemoteObject] | None,
+    progress: Progress,
+    cancel: CancelToken | None,
+    now: dt.datetime | None,
+    reuse_manifest: bool = True,
+) -> UploadResult:
+    """Once every part is sent (from a file or a stream): the verification pass, the manifest
+    (kept when ``reuse_manifest`` and the one in the bucket still fits), its URL."""
+    workers = request.workers or default_workers()
+    plan = target.plan
+    s3 = conn.s3
     # a HEAD per part: minutes for a large image on a far link, so it gets its own bar
     verify_uploaded(
         s3,
         target.bucket,
         plan,
-        uploader.md5_hex,
+        md5_hex,
         workers=workers,
         expected_owner=target.expected_owner,
         progress=progress,
@@ -525,22 +594,20 @@ def _result(
 def _write_and_put_manifest(s3: Any, target: Target, presigner: Presigner) -> None:
     from manifestkit.manifest import write_manifest
 
-    fd, tmp = tempfile.mkstemp(prefix="manifestkit-", suffix=".xml")  # mode 0600
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write_manifest(
-                out,
-                plan=target.plan,
-                file_format=target.file_format,
-                bucket=target.bucket,
-                presigner=presigner,
-                volume_gib=target.volume_gib,
-            )
-        put_manifest_file(
-            s3, target.bucket, target.plan.manifest_key, tmp, expected_owner=target.expected_owner
+    # in memory up to MANIFEST_IN_MEMORY (no local file: a streamed upload writes nothing); a
+    # larger manifest spills to an unlinked temporary file (mode 0600: its URLs are tokens)
+    with tempfile.SpooledTemporaryFile(max_size=MANIFEST_IN_MEMORY, suffix=".xml") as out:
+        write_manifest(
+            out,
+            plan=target.plan,
+            file_format=target.file_format,
+            bucket=target.bucket,
+            presigner=presigner,
+            volume_gib=target.volume_gib,
         )
-    finally:
-        os.unlink(tmp)
+        put_manifest_file(
+            s3, target.bucket, target.plan.manifest_key, out, expected_owner=target.expected_owner
+        )
 
 
 def _reusable_manifest_expiry(

@@ -8,9 +8,11 @@ The upload steps (``workflow.upload``, ``workflow.resume``) talk to the record o
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import os
 import shlex
 from pathlib import Path
+from typing import Any
 
 from manifestkit.errors import UsageError
 from manifestkit.parts import PartPlan
@@ -103,7 +105,7 @@ class UploadRecord:
         state = self.recorded
         if state.complete:
             return
-        folder = state.plan().key_prefix
+        folder = state.key_prefix
         resume = shlex.join(
             ["manifestkit", "upload", self.image, "--resume"]
             + (["--state-dir", self.state_dir] if self.state_dir else [])
@@ -176,9 +178,53 @@ class UploadRecord:
         )
         self._write()
 
-    def complete(self) -> None:
-        """The upload's parts, verification and manifest are all in place."""
-        self.state = dataclasses.replace(self.recorded, complete=True)
+    def start_streamed(
+        self,
+        *,
+        basename: str,
+        prefix: str,
+        upload_id: str,
+        part_size: int,
+        bucket: str,
+        region: str,
+        file_format: str,
+        volume_gib: int,
+        s3_endpoint_url: str | None,
+        expected_bucket_owner: str | None,
+        stream: dict[str, Any],
+    ) -> None:
+        """Record a new streamed upload (``workflow.stream_upload``) before any part is sent: its
+        size is not known yet (0 until ``complete``); ``stream`` says what must not change."""
+        st = os.stat(self.image)
+        self.state = UploadState(
+            image=os.path.abspath(self.image),
+            file_bytes=0,
+            mtime_ns=st.st_mtime_ns,
+            bucket=bucket,
+            prefix=prefix,
+            upload_id=upload_id,
+            part_size=part_size,
+            basename=basename,
+            region=region,
+            file_format=file_format,
+            volume_gib=volume_gib,
+            s3_endpoint_url=s3_endpoint_url,
+            expected_bucket_owner=expected_bucket_owner,
+            started_at=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+            converted=True,
+            stream=stream,
+        )
+        self._write()
+
+    def complete(self, *, file_bytes: int | None = None, volume_gib: int | None = None) -> None:
+        """The upload's parts, verification and manifest are all in place (a streamed upload
+        says its size and volume now)."""
+        changes: dict[str, Any] = {"complete": True}
+        if file_bytes is not None:
+            changes["file_bytes"] = file_bytes
+        if volume_gib is not None:
+            changes["volume_gib"] = volume_gib
+        self.state = dataclasses.replace(self.recorded, **changes)
         self._write()
 
     def _write(self) -> None:

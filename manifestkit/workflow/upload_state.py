@@ -48,6 +48,10 @@ class UploadState:
     #: the parts are of a streamOptimized copy made by --convert (made again on resume)
     converted: bool = False
     version: int = FORMAT_VERSION
+    #: a conversion streamed into the parts (``workflow.stream_upload``): the source's identity
+    #: and the converter's settings, which a resume must find unchanged; ``file_bytes`` is 0
+    #: until the stream has ended
+    stream: dict[str, Any] | None = None
 
     def plan(self) -> PartPlan:
         return PartPlan(
@@ -61,6 +65,11 @@ class UploadState:
     @property
     def manifest_key(self) -> str:
         return self.plan().manifest_key
+
+    @property
+    def key_prefix(self) -> str:
+        """The upload's folder (known before the size of a streamed upload is)."""
+        return f"{self.prefix}/{self.upload_id}/" if self.prefix else f"{self.upload_id}/"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
