@@ -46,15 +46,17 @@ class PartPlan:
     def __post_init__(self) -> None:
         if self.file_bytes <= 0:
             raise UsageError("cannot plan parts for an empty file")
-        if not 0 < self.part_size <= MAX_PART_SIZE:
-            raise UsageError(
-                f"part size {self.part_size} is out of range",
-                fix=f"give a part size between 1 byte and {format_size(MAX_PART_SIZE)}",
+        if not 0 < self.part_size <= MAX_PART_SIZE or self.count > MAX_PARTS:
+            smallest = max(1, -(-self.file_bytes // MAX_PARTS))
+            problem = (
+                f"gives {self.count} parts (at most {MAX_PARTS})"
+                if 0 < self.part_size <= MAX_PART_SIZE
+                else "is out of range"
             )
-        if self.count > MAX_PARTS:
             raise UsageError(
-                f"part size {format_size(self.part_size)} gives {self.count} parts",
-                fix=f"choose a larger --part-size (at most {MAX_PARTS} parts)",
+                f"part size {self.part_size} ({format_size(self.part_size)}) {problem}",
+                fix=f"for this {format_size(self.file_bytes)} image give a --part-size between "
+                f"{format_size(smallest)} and {format_size(MAX_PART_SIZE)}",
             )
         if not self.basename or "/" in self.basename:
             raise UsageError(f"invalid basename {self.basename!r}")

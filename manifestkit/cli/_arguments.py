@@ -7,16 +7,23 @@ upload``, ``import-instance`` and ``import-volume``, so the three accept and mea
 from __future__ import annotations
 
 import argparse
+import math
 from typing import TYPE_CHECKING, Any
 
+from manifestkit.errors import UsageError
 from manifestkit.images.info import FORMATS
-from manifestkit.s3.presign import MAX_EXPIRES
 from manifestkit.sizes import parse_size
 
 if TYPE_CHECKING:
     from manifestkit.workflow.upload import UploadRequest
 
 _DAY = 86400
+#: SigV4 presigned URLs live at most 7 days (the same number as ``s3.presign.MAX_EXPIRES``, which
+#: is not imported here: it would load botocore into every command that parses options)
+_MAX_DAYS = 7
+
+#: the ImportInstance platforms, as EC2 spells them (its API documents Windows only)
+PLATFORMS = ("Windows", "Linux")
 
 
 def positive_int(text: str) -> int:
@@ -27,26 +34,54 @@ def positive_int(text: str) -> int:
 
 
 def expires_days(text: str) -> int:
-    """argparse type: ``--expires DAYS`` in seconds, more than 0 and at most 7 days (SigV4)."""
+    """argparse type: ``-x/--expires DAYS`` in seconds, 1 second to 7 days (SigV4's limit).
+
+    Raises ``UsageError`` (not argparse's error) so the message says the range and no more."""
     try:
         days = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number of days {text!r}") from None
-    seconds = int(days * _DAY)
-    if not 0 < seconds <= MAX_EXPIRES:
-        raise argparse.ArgumentTypeError(
-            f"--expires {text} is outside 0-7 days (SigV4 presigned URLs live at most 7 days)"
+        raise UsageError(
+            f"--expires {text!r} is not a number of days", fix="give 7 or less (decimals allowed)"
+        ) from None
+    seconds = round(days * _DAY) if math.isfinite(days) else 0
+    if not 0 < seconds <= _MAX_DAYS * _DAY:
+        raise UsageError(
+            f"--expires {text} is outside the range presigned URLs allow",
+            fix=f"give more than 0 and at most {_MAX_DAYS} days (1 second to "
+            f"{_MAX_DAYS * _DAY} s; decimals allowed, e.g. 0.5)",
         )
     return seconds
 
 
-def add_format_option(parser: Any, *flags: str, help: str) -> None:  # noqa: A002 - argparse's name
-    """``--format VMDK|VHD|RAW`` (case-insensitive); ``flags`` adds short names such as ``-f``."""
-    parser.add_argument(*flags, "--format", type=str.upper, choices=FORMATS, help=help)
+def platform(text: str) -> str:
+    """argparse type: ``-p/--platform``, spelled as EC2 spells it (``windows`` -> ``Windows``)."""
+    for known in PLATFORMS:
+        if text.lower() == known.lower():
+            return known
+    return text  # passed through: EC2 decides
+
+
+def add_expires_option(parser: Any) -> None:
+    """``-x/--expires DAYS`` (the classic tools' -x), for every command that presigns URLs."""
+    parser.add_argument(
+        "-x",
+        "--expires",
+        type=expires_days,
+        default=_MAX_DAYS * _DAY,
+        metavar="DAYS",
+        help=f"lifetime of the manifest's URLs in days, more than 0 and at most {_MAX_DAYS} "
+        f"(SigV4's limit; the default); decimals allowed",
+    )
+
+
+def add_format_option(parser: Any, help: str) -> None:  # noqa: A002 - argparse's name
+    """``-f/--format VMDK|VHD|RAW`` (case-insensitive; -f as in ec2-import-instance)."""
+    parser.add_argument("-f", "--format", type=str.upper, choices=FORMATS, help=help)
 
 
 def add_transfer_options(parser: Any) -> None:
-    """--workers --expires --bucket-owner --ignore-region-affinity (upload, resume, import-*)."""
+    """--workers -x/--expires --bucket-owner --ignore-region-affinity (upload, resume,
+    import-*)."""
     parser.add_argument(
         "--workers",
         type=positive_int,
@@ -54,13 +89,7 @@ def add_transfer_options(parser: Any) -> None:
         help="parallel part uploads (default min(8, max(4, 2 x CPUs)); memory is "
         "about workers x part size)",
     )
-    parser.add_argument(
-        "--expires",
-        type=expires_days,
-        default=MAX_EXPIRES,
-        metavar="DAYS",
-        help="lifetime of the manifest's URLs in days (default and maximum 7)",
-    )
+    add_expires_option(parser)
     parser.add_argument(
         "--bucket-owner",
         metavar="ACCOUNT",

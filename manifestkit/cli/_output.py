@@ -1,13 +1,38 @@
-"""What commands print: one JSON document with ``--output json``, text otherwise; tqdm progress."""
+"""What commands print: one JSON document with ``--output json``, text otherwise; tqdm progress.
+
+tqdm is imported by the first progress bar, not here: ``inspect`` never draws one.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+#: whether this run printed its JSON document already (the entry point owes one otherwise)
+_emitted = False
+
+
+def reset() -> None:
+    global _emitted
+    _emitted = False
+
+
+def emitted() -> bool:
+    return _emitted
+
+
+def emit_json(document: Any) -> None:
+    """The run's one JSON document, on stdout."""
+    global _emitted
+    _emitted = True
+    json.dump(document, sys.stdout, indent=2, sort_keys=False, default=str)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
 
 
 def plural(count: int, noun: str) -> str:
@@ -18,10 +43,9 @@ def plural(count: int, noun: str) -> str:
 def emit(args: argparse.Namespace, document: Any, text: str) -> None:
     """Print ``document`` as JSON or ``text`` for people, on stdout."""
     if getattr(args, "output", "text") == "json":
-        json.dump(document, sys.stdout, indent=2, sort_keys=False, default=str)
-        sys.stdout.write("\n")
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        emit_json(document)
+        return
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
     sys.stdout.flush()
 
 
@@ -35,6 +59,10 @@ class TqdmProgress:
 
     def start(self, total: int, description: str) -> None:
         self.close()
+        if self._disable:  # no bar to draw: no tqdm to load
+            return
+        from tqdm import tqdm
+
         self._bar = tqdm(
             total=total,
             desc=description,

@@ -1,26 +1,31 @@
-"""``manifestkit convert SOURCE OUTPUT.vmdk``: write the streamOptimized VMDK EC2 imports."""
+"""``manifestkit convert IMAGE OUTPUT.vmdk``: write the streamOptimized VMDK EC2 imports."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
 
 from manifestkit.cli._output import emit, progress_for
 from manifestkit.errors import UsageError
 
+log = logging.getLogger("manifestkit")
+
+#: names that promise another format than the streamOptimized VMDK convert always writes
+_OTHER_FORMATS = (".raw", ".img", ".vhd", ".vpc", ".qcow2", ".vhdx", ".vdi", ".bin", ".iso")
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "convert",
         parents=[common],
-        help="convert a VMDK, VHD or RAW image to a streamOptimized VMDK",
         description="Convert any VMDK (monolithicSparse, monolithicFlat, twoGbMaxExtent*, "
         "streamOptimized), VHD (fixed, dynamic) or RAW image to the streamOptimized VMDK that "
         "ImportInstance accepts. The format is read from the content, not the name.",
     )
     parser.add_argument(
-        "source", metavar="SOURCE", help="the image to convert, or a whole disk (/dev/sdb)"
+        "source", metavar="IMAGE", help="the image to convert, or a whole disk (/dev/sdb)"
     )
     parser.add_argument("target", metavar="OUTPUT.vmdk", help="the streamOptimized VMDK to write")
     parser.add_argument(
@@ -50,6 +55,12 @@ def run(args: argparse.Namespace) -> int:
             fix="give a file name (./- for a file called '-')",
         )
     source = inspect_image(args.source)
+    if os.path.splitext(args.target)[1].lower() in _OTHER_FORMATS:
+        log.warning(
+            "%s: convert writes a streamOptimized VMDK whatever the name says; name it .vmdk "
+            "to avoid confusion",
+            args.target,
+        )
     started = time.monotonic()
     info = convert_image(
         args.source,

@@ -22,7 +22,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "delete",
         parents=[common],
-        help="delete an upload's parts and manifest from S3",
         description="Delete every part and the manifest through their presigned delete URLs "
         "(with credentials when the URLs expired). Safe to run again.",
     )

@@ -14,16 +14,19 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tqdm import tqdm
-
 from manifestkit.cli._arguments import (
     add_format_option,
     add_upload_options,
-    expires_days,
+    platform,
     positive_int,
     upload_request_from,
 )
-from manifestkit.cli._aws_options import add_aws_options, aws_settings_for
+from manifestkit.cli._aws_options import (
+    LOCAL_HELP,
+    add_aws_options,
+    aws_settings_for,
+    check_local_options,
+)
 from manifestkit.cli._output import emit, progress_for
 from manifestkit.cli.tasks import (
     ChangeFilter,
@@ -55,22 +58,14 @@ def _add_upload_options(parser: argparse.ArgumentParser) -> None:
     add_upload_options(
         group, bucket_help="S3 bucket for the parts and manifest (with --local: manifestkit-local)"
     )
-    # the classic tools' -x DAYS: the same setting as --expires (SigV4 URLs live at most 7 days)
-    group.add_argument(
-        "-x",
-        dest="expires",
-        type=expires_days,
-        default=argparse.SUPPRESS,
-        metavar="DAYS",
-        help="same as --expires",
-    )
 
 
 def _common_import_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("image", nargs="?", help="the disk image file (not with --manifest-url)")
+    parser.add_argument(
+        "image", metavar="IMAGE", nargs="?", help="the disk image file (not with --manifest-url)"
+    )
     add_format_option(
         parser,
-        "-f",
         help="the image's format (checked against its content unless --dont-verify-format)",
     )
     parser.add_argument(
@@ -95,18 +90,20 @@ def _common_import_options(parser: argparse.ArgumentParser) -> None:
         help="ask EC2 whether the call would be allowed (its DryRun); uploads nothing",
     )
     parser.add_argument(
-        "--wait", action="store_true", help="follow the task until it is completed or cancelled"
+        "--wait",
+        action="store_true",
+        help="follow the task until it is completed or cancelled (always, with --local)",
     )
     add_interval_option(parser)
     _add_upload_options(parser)
-    add_aws_options(parser)
+    # the embedded sandbox, and the task in it, end with the command: waiting is all there is
+    add_aws_options(parser, local_help=LOCAL_HELP + "; implies --wait")
 
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     instance = subparsers.add_parser(
         "import-instance",
         parents=[common],
-        help="upload an image and import it as an EC2 instance (ImportInstance)",
         description="Inspect IMAGE, upload it in verified parts with its manifest, and start an "
         "ImportInstance conversion task; --wait follows it to the end.",
     )
@@ -114,8 +111,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "-p",
         "--platform",
         required=True,
+        type=platform,
         metavar="PLATFORM",
-        help="the instance's OS: Windows (the value EC2 documents) or Linux",
+        help="the instance's OS: Windows (the value EC2 documents) or Linux; any case",
     )
     instance.add_argument(
         "-t", "--instance-type", help="instance type (passed through; EC2 decides)"
@@ -160,7 +158,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     volume = subparsers.add_parser(
         "import-volume",
         parents=[common],
-        help="upload an image and import it as an EBS volume (ImportVolume)",
         description="Inspect IMAGE, upload it in verified parts with its manifest, and start an "
         "ImportVolume conversion task in ZONE; --wait follows it to the end.",
     )
@@ -281,6 +278,8 @@ def _on_update_printer(
     args: argparse.Namespace, seen: dict[str, str]
 ) -> Callable[[ConversionTask], None]:
     """State changes while waiting: a line each on stderr (unless quiet); remembers the task id."""
+    from tqdm import tqdm
+
     bar_shown = not args.quiet and sys.stderr.isatty()  # TqdmProgress draws bytes converted
     news = ChangeFilter(progress_steps=not bar_shown)
 
@@ -299,7 +298,12 @@ def _run(
     start: Callable[..., ConversionTask],
     check: Callable[[Request, AwsSettings], bool],
 ) -> int:
+    check_local_options(args)
     request = build(args)  # bad input fails here, before anything starts
+    if args.local and not args.wait and not args.dry_run:
+        # the task lives in the embedded sandbox, which ends with this command
+        args.wait = True
+        log.info("--local: waiting for the task (the sandbox ends with this command)")
     seen: dict[str, str] = {}
     try:
         with aws_settings_for(args) as settings:
@@ -321,9 +325,10 @@ def _run(
         return _interrupted(args, seen.get("task_id"))
     except ManifestkitError as exc:
         url = getattr(exc, "manifest_url", None)
-        if url:
-            # what the upload produced, on stdout as manifestkit upload prints it
-            emit(args, {"error": str(exc), "manifest_url": url}, url)
+        if url and args.output != "json":
+            # what the upload produced, on stdout as manifestkit upload prints it (with --output
+            # json, the entry point's error document carries it)
+            emit(args, {}, url)
         raise
     extra: dict[str, Any] = {}
     if args.no_upload and args.image:

@@ -58,7 +58,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "way for Linux, BSD and every other OS that is not Windows. Run the same command again "
         "to continue a stopped run.",
     )
-    parser.add_argument("image", help="the disk image file (RAW, VHD, streamOptimized VMDK)")
+    parser.add_argument(
+        "image", metavar="IMAGE", help="the disk image file (RAW, VHD, streamOptimized VMDK)"
+    )
     parser.add_argument("--name", required=True, help="the AMI's name (3-128 characters)")
     add_format_option(parser, help="the image's format (checked against its content)")
     parser.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from dataclasses import replace
 from typing import Any
 
@@ -25,7 +26,6 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser = subparsers.add_parser(
         "inspect",
         parents=[common],
-        help="show an image's format, sizes and parts, and whether ImportInstance takes it",
         description="Read a VMDK, VHD or RAW image (the format comes from the content, not the "
         "name) and report its format, capacity, volume size, part count and import problems. "
         "Exit 0 when the image parses (even if it cannot be imported), 2 when it is missing, "
@@ -50,14 +50,31 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.set_defaults(run=run)
 
 
+def data_bytes(info: ImageInfo) -> int:
+    """What the parts are cut from: the file, or for a descriptor-only VMDK (a few hundred bytes
+    of text) the data of the extent files it names, which is what a conversion reads."""
+    details = info.details
+    if details.get("kind") != "vmdk-descriptor":
+        return info.file_bytes
+    folder = os.path.dirname(os.path.abspath(info.path))
+    total = 0
+    for name in details.get("extent_files", ()):
+        try:
+            total += os.stat(os.path.join(folder, name)).st_size
+        except OSError:  # a missing extent is a problem inspect reports; count what is there
+            continue
+    return total or info.capacity_bytes
+
+
 def _parts(info: ImageInfo, part_size: int) -> tuple[ImageInfo, int]:
     """The image judged at this part size too, and its part count: too many parts is a reason
     the image cannot be uploaded as asked (exit 0, importable false), not a usage error."""
-    problem = part_size_problem(info.file_bytes, part_size)
+    size = data_bytes(info)
+    problem = part_size_problem(size, part_size)
     if problem is None:
-        return info, PartPlan.for_file(info.path, info.file_bytes, part_size=part_size).count
+        return info, PartPlan.for_file(info.path, size, part_size=part_size).count
     problems = (*info.problems, problem)
-    return replace(info, problems=problems, importable=False), -(-info.file_bytes // part_size)
+    return replace(info, problems=problems, importable=False), -(-size // part_size)
 
 
 def document_for(info: ImageInfo, part_size: int, count: int) -> dict[str, Any]:

@@ -16,20 +16,18 @@ import sys
 from typing import Any
 
 from manifestkit.aws import make_session
-from manifestkit.cli._arguments import add_format_option
+from manifestkit.cli._arguments import add_expires_option, add_format_option
 from manifestkit.cli._aws_options import add_aws_options, aws_settings_from
-from manifestkit.cli._output import emit
+from manifestkit.cli._output import emit, plural
 from manifestkit.errors import ImageError, NotImportableError, UsageError
 from manifestkit.manifest import build_manifest_file, errors_only, validate_manifest, write_manifest
 from manifestkit.manifest.model import SAMPLE_VALID_AT, samples_path
 from manifestkit.parts import DEFAULT_PART_SIZE, PartPlan
 from manifestkit.s3.bucket_names import validate_bucket_name
-from manifestkit.s3.presign import ADDRESSING_STYLES, MAX_EXPIRES, Presigner
+from manifestkit.s3.presign import ADDRESSING_STYLES, Presigner
 from manifestkit.sizes import format_size, parse_size
 
 log = logging.getLogger("manifestkit")
-
-_DAY = 86400
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -43,7 +41,6 @@ def _register_manifest(
     parser = subparsers.add_parser(
         "manifest",
         parents=[common],
-        help="write the VM Import Manifest for an image (offline: no S3 or EC2 call)",
         description="Inspect IMAGE, cut it into parts and write the manifest whose presigned URLs "
         "point at s3://BUCKET/PREFIX/UUID/. Nothing is uploaded and no AWS API is called: the URLs "
         "are signed locally with the credentials of boto3's chain. The file is written with mode "
@@ -52,20 +49,14 @@ def _register_manifest(
     )
     parser.add_argument("image", metavar="IMAGE", help="the disk image file")
     parser.add_argument("--bucket", "-b", required=True, help="the S3 bucket the parts go to")
-    parser.add_argument("--prefix", "-p", default="", help="key prefix inside the bucket")
+    parser.add_argument("--prefix", default="", help="key prefix inside the bucket")
     parser.add_argument(
         "--part-size",
         default=str(DEFAULT_PART_SIZE),
         metavar="SIZE",
         help="part size: 10MiB, 10M or 10485760 (default 10 MiB)",
     )
-    parser.add_argument(
-        "--expires",
-        "-x",
-        default="7",
-        metavar="DAYS",
-        help="days the URLs stay valid, at most 7 (SigV4's limit); decimals allowed (default 7)",
-    )
+    add_expires_option(parser)
     parser.add_argument(
         "--volume-size",
         "-s",
@@ -75,10 +66,10 @@ def _register_manifest(
         "capacity and the image file)",
     )
     add_format_option(
-        parser, "-f", help="the format you expect; a disagreement with the content is an error"
+        parser, help="the format you expect; a disagreement with the content is an error"
     )
     parser.add_argument(
-        "-o",
+        # no -o: that is --owner-akid in every command that has it (ec2-import-instance's -o)
         "--output-file",
         dest="output_file",
         metavar="FILE",
@@ -122,7 +113,6 @@ def _register_validate(
     parser = subparsers.add_parser(
         "validate",
         parents=[common],
-        help="check a manifest against the XSD and the rules the XSD cannot say",
         description="Check MANIFEST ('-' for stdin) against the manifest schema and the semantic "
         "rules: part count, indices 0..n-1, contiguous byte ranges covering size, each URL's key, "
         "expiry (at most 7 days, not already past) and volume size. With --verify-signatures the "
@@ -170,25 +160,6 @@ def _instant(text: str) -> dt.datetime:
     return when.astimezone(dt.timezone.utc)
 
 
-def expires_seconds(text: str) -> int:
-    """``--expires DAYS`` in seconds; refuses more than 7 days (S3 rejects such URLs when used)."""
-    try:
-        days = float(text)
-    except ValueError:
-        raise UsageError(
-            f"invalid --expires {text!r}", fix="give a number of days, 7 or less"
-        ) from None
-    seconds = round(days * _DAY)
-    if not days > 0 or seconds < 1:
-        raise UsageError(f"--expires {text} is not a positive number of days")
-    if seconds > MAX_EXPIRES:
-        raise UsageError(
-            f"--expires {text} days is longer than S3 allows for SigV4 presigned URLs",
-            fix="give 7 days or less (604800 s)",
-        )
-    return seconds
-
-
 def _default_output(image: str) -> str:
     return f"{os.path.basename(image)}manifest.xml"
 
@@ -219,32 +190,35 @@ def _image_facts(args: argparse.Namespace) -> tuple[str, int, int]:
 
 
 def _check_output_path(target: str) -> None:
-    """Refuse, before signing anything, an -o the atomic rename would fail on or replace wrongly
-    (a folder, a device or pipe node, a folder that does not exist)."""
+    """Refuse, before signing anything, an --output-file the atomic rename would fail on or
+    replace wrongly (a folder, a device or pipe node, a folder that does not exist)."""
     if os.path.isdir(target):
         raise UsageError(
             f"{target}: is a folder",
-            fix=f"give the manifest file's name, e.g. -o {os.path.join(target, 'manifest.xml')}",
+            fix="give the manifest file's name, e.g. --output-file "
+            f"{os.path.join(target, 'manifest.xml')}",
         )
     if os.path.exists(target) and not os.path.isfile(target):
-        raise UsageError(f"{target}: is not a regular file", fix="give -o a file path")
+        raise UsageError(f"{target}: is not a regular file", fix="give --output-file a file path")
     folder = os.path.dirname(os.path.abspath(target))
     if os.path.exists(folder) and not os.path.isdir(folder):
-        raise UsageError(f"{target}: {folder} is not a folder", fix="choose another -o")
+        raise UsageError(f"{target}: {folder} is not a folder", fix="choose another --output-file")
     if not os.path.isdir(folder):
         raise UsageError(
-            f"{target}: the folder {folder} does not exist", fix="create it or choose another -o"
+            f"{target}: the folder {folder} does not exist",
+            fix="create it or choose another --output-file",
         )
 
 
 def run_manifest(args: argparse.Namespace) -> int:
     validate_bucket_name(args.bucket)
-    expires_in = expires_seconds(args.expires)
+    expires_in = args.expires
     part_size = parse_size(args.part_size)
     to_stdout = args.output_file == "-"
     if to_stdout and args.output == "json":
         raise UsageError(
-            "-o - and --output json both want stdout", fix="give -o FILE with --output json"
+            "--output-file - and --output json both want stdout",
+            fix="give --output-file FILE with --output json",
         )
     file_format, file_bytes, capacity = _image_facts(args)
     plan = PartPlan.for_file(
@@ -252,12 +226,13 @@ def run_manifest(args: argparse.Namespace) -> int:
     )
     target = None if to_stdout else (args.output_file or _default_output(args.image))
     if target is not None and os.path.exists(target) and os.path.samefile(target, args.image):
-        raise UsageError(f"{target} is the image itself", fix="give -o another file")
+        raise UsageError(f"{target} is the image itself", fix="give --output-file another file")
     if target is not None:
         _check_output_path(target)
     if target is not None and os.path.lexists(target) and not args.force:
         raise UsageError(
-            f"{target} already exists", fix="pass --force to replace it, or -o another file"
+            f"{target} already exists",
+            fix="pass --force to replace it, or --output-file another file",
         )
     volume_gib = args.volume_size
     if volume_gib is None:
@@ -286,7 +261,7 @@ def run_manifest(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(
             f"{target}: cannot write the manifest: {exc.strerror or exc}",
-            fix="choose a folder you can write to with -o",
+            fix="choose a folder you can write to with --output-file",
         ) from exc
     log.debug("self-destruct URL: %s", presigner.url("DELETE", args.bucket, plan.manifest_key))
     doc: dict[str, Any] = {
@@ -305,7 +280,7 @@ def run_manifest(args: argparse.Namespace) -> int:
         "expires_at": presigner.expires_at.isoformat(),
     }
     text = (
-        f"wrote {target}: {plan.count} part(s) of {format_size(plan.part_size)} for "
+        f"wrote {target}: {plural(plan.count, 'part')} of {format_size(plan.part_size)} for "
         f"s3://{args.bucket}/{plan.key_prefix}, volume {volume_gib} GiB; "
         f"URLs expire {presigner.expires_at:%Y-%m-%d %H:%M} UTC"
     )
@@ -359,4 +334,4 @@ def run_validate(args: argparse.Namespace) -> int:
     return 2 if errors else 0
 
 
-__all__ = ["expires_seconds", "register", "run_manifest", "run_validate"]
+__all__ = ["register", "run_manifest", "run_validate"]

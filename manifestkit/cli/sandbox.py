@@ -26,7 +26,6 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser = subparsers.add_parser(
         "sandbox",
         parents=[common],
-        help="run an offline S3 + EC2 import endpoint on loopback (to try things out, tests)",
         description="Serve moto's S3 and EC2, behind the signature, method and expiry checks real "
         "S3 makes, plus the ImportInstance/ImportVolume endpoint, on one loopback port. Prints "
         "the environment variables to export, then runs until Ctrl-C. Credentials are throwaway "
@@ -56,7 +55,10 @@ def exports_text(env: dict[str, str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from manifestkit.cli._aws_options import forget_user_aws_config
     from manifestkit.errors import UsageError
+
+    forget_user_aws_config()  # the sandbox is not AWS: a profile set for AWS must not break it
     from manifestkit.sandbox import Sandbox
     from manifestkit.sandbox.server import is_loopback
 

@@ -10,11 +10,14 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
-from tqdm import tqdm
-
 from manifestkit import ec2
 from manifestkit.aws import AwsSettings, ec2_client, make_session
-from manifestkit.cli._aws_options import add_aws_options, aws_settings_for
+from manifestkit.cli._aws_options import (
+    add_aws_options,
+    add_refused_local_option,
+    aws_settings_for,
+    refuse_local,
+)
 from manifestkit.cli._output import emit
 from manifestkit.ec2 import ConversionTask, WaitSettings
 from manifestkit.errors import ManifestkitError, RemoteError
@@ -29,9 +32,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     tasks = subparsers.add_parser(
         "tasks",
         parents=[common],
-        help="show conversion tasks (state, progress, instance/volume ids)",
         description="Show EC2 conversion tasks: all of them, or the ids given. With --watch, "
-        "follow them until each one is completed or cancelled.",
+        "follow them until each one is completed or cancelled. To try it offline, run "
+        "manifestkit sandbox in another terminal and export the lines it prints.",
     )
     tasks.add_argument(
         "task_ids", nargs="*", metavar="ID", help="conversion task ids (default: all)"
@@ -42,20 +45,21 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         help="follow the tasks (the active ones when no id is given) until they end",
     )
     add_interval_option(tasks)
-    add_aws_options(tasks)
+    add_aws_options(tasks, local=False)
+    add_refused_local_option(tasks)
     tasks.set_defaults(run=run_tasks)
 
     cancel = subparsers.add_parser(
         "cancel",
         parents=[common],
-        help="cancel a conversion task",
         description="Cancel an active conversion task (EC2 CancelConversionTask).",
     )
     cancel.add_argument(
         "task_id", metavar="ID", help="the conversion task id (import-i-... / import-vol-...)"
     )
     cancel.add_argument("--reason", metavar="TEXT", help="reason recorded with the cancellation")
-    add_aws_options(cancel)
+    add_aws_options(cancel, local=False)
+    add_refused_local_option(cancel)
     cancel.set_defaults(run=run_cancel)
 
 
@@ -172,13 +176,15 @@ class TaskBars:
         self._stream = stream or sys.stderr
         self._tty = not quiet and bool(getattr(self._stream, "isatty", lambda: False)())
         self._quiet = quiet
-        self._bars: dict[str, tqdm] = {}
+        self._bars: dict[str, Any] = {}  # tqdm bars
         self._done: dict[str, int] = {}
         self._news = ChangeFilter(progress_steps=not self._tty)
 
     def poll(self, tasks: list[ConversionTask]) -> None:
         if not self._tty:
             return
+        from tqdm import tqdm
+
         for task in tasks:
             bar = self._bars.get(task.id)
             if bar is None:
@@ -205,6 +211,8 @@ class TaskBars:
             return
         line = format_change(task)
         if self._tty:
+            from tqdm import tqdm
+
             tqdm.write(line, file=self._stream)
         elif not self._quiet:
             self._stream.write(line + "\n")
@@ -220,6 +228,7 @@ class TaskBars:
 
 
 def run_tasks(args: argparse.Namespace) -> int:
+    refuse_local(args, "tasks")
     ids = ec2.iter_ids(args.task_ids)
     with aws_settings_for(args) as settings:
         client = make_ec2(settings)
@@ -257,6 +266,7 @@ def _print_tasks(
 
 
 def run_cancel(args: argparse.Namespace) -> int:
+    refuse_local(args, "cancel")
     with aws_settings_for(args) as settings:
         client = make_ec2(settings)
         try:

@@ -20,7 +20,7 @@ from manifestkit.cli._arguments import (
     upload_request_from,
 )
 from manifestkit.cli._aws_options import add_aws_options, aws_settings_for
-from manifestkit.cli._output import emit, progress_for
+from manifestkit.cli._output import emit, plural, progress_for
 from manifestkit.errors import ManifestkitError, UsageError
 
 if TYPE_CHECKING:
@@ -33,17 +33,18 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     upload = subparsers.add_parser(
         "upload",
         parents=[common],
-        help="upload an image's parts and its manifest to S3; prints the manifest URL",
         description="Upload IMAGE to S3 in parts (concurrent, MD5-checked, resumable), verify "
         "every part, upload the manifest, and print its presigned GET URL.",
     )
     upload.add_argument(
         "image",
+        metavar="IMAGE",
         help="the disk image file; a whole disk (/dev/sdb, an LVM volume) with --convert; or - "
         "to read a RAW disk from standard input (a pipe: such an upload cannot be resumed)",
     )
     add_upload_options(upload, bucket_help="S3 bucket (required unless --resume)")
     upload.add_argument(
+        "-s",
         "--volume-size",
         type=positive_int,
         metavar="GIB",
@@ -67,12 +68,13 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     resume = subparsers.add_parser(
         "resume",
         parents=[common],
-        help="finish an upload from its manifest (file or URL) and the local image",
         description="Keep the parts already in S3 whose size and MD5 match IMAGE, send the rest, "
         "and write a new manifest when its URLs expire within a day.",
     )
-    resume.add_argument("manifest", metavar="MANIFEST|URL")
-    resume.add_argument("image")
+    resume.add_argument(
+        "manifest", metavar="MANIFEST|URL", help="the upload's manifest file or presigned URL"
+    )
+    resume.add_argument("image", metavar="IMAGE", help="the disk image file the upload is of")
     add_transfer_options(resume)
     add_aws_options(resume)
     resume.set_defaults(run=run_resume)
@@ -83,9 +85,8 @@ def _report(args: argparse.Namespace, result: UploadResult) -> int:
     text = result.manifest_url
     emit(args, result.to_dict(), text)
     log.info(
-        "%d parts in s3://%s/%s: %d sent, %d copied server-side, %d already there; URLs valid "
-        "until %s",
-        stats.parts,
+        "%s in s3://%s/%s: %d sent, %d copied server-side, %d already there; URLs valid until %s",
+        plural(stats.parts, "part"),
         result.bucket,
         result.manifest_key.rsplit("/", 1)[0],
         stats.put,

@@ -22,12 +22,13 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "verify",
         parents=[common],
-        help="check that every part a manifest names is in S3 (and matches the image)",
         description="Fetch the manifest, validate it, HEAD every part and check its size; with "
         "--image, GET every part and compare it with the local bytes. No credentials needed.",
     )
     parser.add_argument("manifest", metavar="MANIFEST|URL", help="manifest file or presigned URL")
-    parser.add_argument("--image", help="the local image: compare every part's bytes with it")
+    parser.add_argument(
+        "--image", metavar="IMAGE", help="the local image: compare every part's bytes with it"
+    )
     parser.add_argument("--workers", type=positive_int, default=8, help="parallel requests (8)")
     parser.set_defaults(run=run)
 

@@ -217,7 +217,8 @@ def _status_line(status: int) -> str:
 
 
 def _aws_settings(where: SandboxContext | Sandbox) -> AwsSettings:
-    """Settings for boto3 clients pointed at a sandbox (path style: its host is an IP)."""
+    """Settings for boto3 clients pointed at a sandbox (path style: its host is an IP); isolated
+    from the user's AWS configuration (a profile in AWS_PROFILE must not break an offline run)."""
     return AwsSettings(
         region=where.region,
         s3_endpoint_url=where.s3_endpoint_url,
@@ -225,6 +226,7 @@ def _aws_settings(where: SandboxContext | Sandbox) -> AwsSettings:
         access_key=where.access_key,
         secret_key=where.secret_key,
         addressing_style="path",
+        isolated=True,
     )
 
 

@@ -266,9 +266,11 @@ def image_for_upload(
             yield path, inspect_image(path), converted
         return
     info = inspect_image(request.image, format=request.format)
-    _check_importable(
-        request, info, "pass --convert to upload a converted copy, or convert it yourself"
-    )
+    fix = "pass --convert to upload a converted copy, or convert it yourself"
+    if info.details.get("format_given") not in (None, info.format):
+        # a wrong --format is not fixed by converting: the problem line says what to pass
+        fix = ""
+    _check_importable(request, info, fix)
     yield request.image, info, False
 
 

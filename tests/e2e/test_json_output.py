@@ -37,7 +37,7 @@ def test_every_command_prints_one_json_document(
 
     manifest = str(workdir / "m.xml")
     doc = _one_document(
-        *run(capsys, ["manifest", image, "-b", bucket, "-o", manifest, *JSON, *aws])
+        *run(capsys, ["manifest", image, "-b", bucket, "--output-file", manifest, *JSON, *aws])
     )
     assert doc["manifest"] == manifest
     doc = _one_document(*run(capsys, ["validate", manifest, *JSON]))
@@ -104,7 +104,10 @@ def test_errors_are_one_line_on_stderr_with_json_too(
     argv = [a.format(**values) for a in argv]
     offline = argv[0] in ("inspect", "verify", "validate")  # no AWS options
     got, out, err = run(capsys, [*argv, *JSON, *([] if offline else endpoint_flags(sandbox))])
-    assert got == code and out == "", (out, err)
+    # the error is the JSON document (issue 11 item 10); people get the line on stderr
+    error = json.loads(out)["error"]
+    assert got == code and error["exit_code"] == code, (out, err)
+    assert names.format(**values) in error["message"]
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("manifestkit: error: "), err
     assert names.format(**values) in lines[0]

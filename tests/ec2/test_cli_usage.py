@@ -45,7 +45,7 @@ def _exit_code(argv: list[str]) -> int:
             ],
             "not allowed with",
         ),
-        (["import-volume", "x.raw", "-z", "us-east-1a", "-x", "30"], "outside 0-7 days"),
+        (["import-volume", "x.raw", "-z", "us-east-1a", "-x", "30"], "at most 7 days"),
     ],
 )
 def test_argparse_usage_errors_exit_2(argv: list[str], fragment: str, capsys) -> None:

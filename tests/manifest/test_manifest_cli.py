@@ -100,7 +100,7 @@ def test_manifest_offline_writes_0600_file(tmp_path, image, capsys, monkeypatch,
     assert code == 0, err
     target = tmp_path / "disk.rawmanifest.xml"
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    assert "wrote disk.rawmanifest.xml: 3 part(s)" in out
+    assert "wrote disk.rawmanifest.xml: 3 parts" in out
     header, parts = read_manifest(target)
     assert (header.size, header.volume_size, header.file_format) == (25 * 1024 + 7, 1, "RAW")
     assert [p.end for p in parts] == [10239, 20479, 25 * 1024 + 6]
@@ -122,7 +122,7 @@ def test_manifest_regional_aws_endpoint_json(tmp_path, image, capsys, monkeypatc
         "my-bucket",
         "--output",
         "json",
-        "-o",
+        "--output-file",
         "m.xml",
         "--expires",
         "2.5",
@@ -140,7 +140,9 @@ def test_manifest_regional_aws_endpoint_json(tmp_path, image, capsys, monkeypatc
 
 
 def test_manifest_to_stdout(image, capsys, no_network):
-    code, out, err = run(capsys, "manifest", str(image), "--bucket", "my-bucket", "-o", "-")
+    code, out, err = run(
+        capsys, "manifest", str(image), "--bucket", "my-bucket", "--output-file", "-"
+    )
     assert code == 0, err
     assert out.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<manifest>')
     assert read_manifest(out.encode())[0].part_count == 1
@@ -156,7 +158,7 @@ def test_manifest_vmdk_sample_volume_from_capacity(tmp_path, capsys, no_network)
         str(sample),
         "--bucket",
         "my-bucket",
-        "-o",
+        "--output-file",
         str(tmp_path / "m.xml"),
         "--volume-size",
         "3",
@@ -176,15 +178,15 @@ def test_manifest_vmdk_sample_volume_from_capacity(tmp_path, capsys, no_network)
         (["--bucket", "ab"], "3 to 63 characters"),
         (["--bucket", "192.168.1.1"], "IP address"),
         (["--bucket", "xn--abc"], "reserved prefix"),
-        (["--bucket", "my-bucket", "--part-size", "0"], "part size 0 is out of range"),
+        (["--bucket", "my-bucket", "--part-size", "0"], "part size 0 (0 B) is out of range"),
         (["--bucket", "my-bucket", "--part-size", "6GiB"], "out of range"),
         (["--bucket", "my-bucket", "--part-size", "ten"], "invalid size"),
-        (["--bucket", "my-bucket", "--expires", "8"], "longer than S3 allows"),
-        (["--bucket", "my-bucket", "--expires", "0"], "not a positive number"),
-        (["--bucket", "my-bucket", "--expires", "soon"], "invalid --expires"),
+        (["--bucket", "my-bucket", "--expires", "8"], "more than 0 and at most 7 days"),
+        (["--bucket", "my-bucket", "--expires", "0"], "more than 0 and at most 7 days"),
+        (["--bucket", "my-bucket", "--expires", "soon"], "is not a number of days"),
         (["--bucket", "my-bucket", "--volume-size", "0"], "volume size 0 GiB is invalid"),
         (["--bucket", "my-bucket", "--format", "VHD"], "--format VHD"),
-        (["--bucket", "my-bucket", "-o", "-", "--output", "json"], "both want stdout"),
+        (["--bucket", "my-bucket", "--output-file", "-", "--output", "json"], "both want stdout"),
     ],
 )
 def test_manifest_bad_input(tmp_path, image, capsys, monkeypatch, args, words):
@@ -202,7 +204,9 @@ def test_part_size_too_small_for_image(tmp_path, capsys, monkeypatch):
     with open(big, "wb") as f:
         f.truncate(2 * 1024**3)
     code, _, err = run(capsys, "manifest", str(big), "--bucket", "my-bucket", "--part-size", "1K")
-    assert code == 2 and "choose a larger --part-size" in err
+    # the range that works for this 2 GiB image: at most 1,000,000 parts of at most 5 GiB
+    assert code == 2 and "gives 2097152 parts" in err
+    assert "give a --part-size between 2.1 KiB and 5.0 GiB" in err
 
 
 def test_volume_below_capacity_refused(tmp_path, capsys, monkeypatch):
@@ -223,7 +227,14 @@ def test_existing_output_not_overwritten(tmp_path, image, capsys, monkeypatch):
     code, _, err = run(capsys, "manifest", str(image), "--bucket", "my-bucket", "--force")
     assert code == 0, err
     code, _, err = run(
-        capsys, "manifest", str(image), "--bucket", "my-bucket", "-o", str(image), "--force"
+        capsys,
+        "manifest",
+        str(image),
+        "--bucket",
+        "my-bucket",
+        "--output-file",
+        str(image),
+        "--force",
     )
     assert code == 2 and "is the image itself" in err
 
@@ -242,7 +253,7 @@ def test_output_path_that_cannot_be_the_manifest(tmp_path, image, capsys, monkey
         ("pipe", "pipe: is not a regular file"),
     ):
         code, _, err = run(
-            capsys, "manifest", str(image), "--bucket", "my-bucket", "-o", target, *force
+            capsys, "manifest", str(image), "--bucket", "my-bucket", "--output-file", target, *force
         )
         assert code == 2, err
         assert err.startswith("manifestkit: error: ") and err.count("\n") == 1
@@ -259,7 +270,9 @@ def test_unwritable_output_folder(tmp_path, image, capsys, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr("manifestkit.files.tempfile.mkstemp", refuse)
-    code, _, err = run(capsys, "manifest", str(image), "--bucket", "my-bucket", "-o", "m.xml")
+    code, _, err = run(
+        capsys, "manifest", str(image), "--bucket", "my-bucket", "--output-file", "m.xml"
+    )
     assert code == 2 and err.count("\n") == 1
     assert "m.xml: cannot write the manifest: Permission denied" in err
 
@@ -304,7 +317,10 @@ def test_non_importable_image_refused_unless_dont_verify(tmp_path, capsys, monke
 
 def test_validate_fresh_manifest_with_signatures(tmp_path, image, capsys, monkeypatch, no_network):
     monkeypatch.chdir(tmp_path)
-    assert run(capsys, "manifest", str(image), "--bucket", "my-bucket", "-o", "m.xml")[0] == 0
+    assert (
+        run(capsys, "manifest", str(image), "--bucket", "my-bucket", "--output-file", "m.xml")[0]
+        == 0
+    )
     code, out, err = run(capsys, "validate", "m.xml", "--verify-signatures")
     assert (code, out, err) == (0, "m.xml: valid\n", "")
     code, out, _ = run(capsys, "validate", "m.xml", "--output", "json")

@@ -49,7 +49,7 @@ def uploaded(tmp_path: Path, sandbox: Any, s3: Any, bucket: str, capsys, sandbox
             sandbox.endpoint_url,
             "--region",
             sandbox.region,
-            "-o",
+            "--output-file",
             str(manifest),
         ]
     )
