@@ -107,7 +107,7 @@ def test_errors_are_one_line_on_stderr_with_json_too(
     # the error is the JSON document (issue 11 item 10); people get the line on stderr
     error = json.loads(out)["error"]
     assert got == code and error["exit_code"] == code, (out, err)
-    assert names.format(**values) in error["message"]
+    assert names.format(**values) in error["message"] + error.get("fix", "")
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("manifestkit: error: "), err
     assert names.format(**values) in lines[0]
