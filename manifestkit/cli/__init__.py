@@ -240,8 +240,7 @@ _HELP = {command.name: command.help for command in COMMANDS}
 
 
 def _samples_epilog() -> str:
-    # imported when help is printed: manifestkit.manifest loads lxml
-    from manifestkit.manifest.model import SAMPLE_VALID_AT, samples_path
+    from manifestkit.package_data import SAMPLE_VALID_AT, samples_path
 
     folder = samples_path()
     # raw text (RawDescriptionHelpFormatter): argparse would break the paths at their hyphens

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
-import manifestkit
+# re-exported: they were defined here; manifestkit.package_data keeps them light to import
+from manifestkit.package_data import SAMPLE_VALID_AT, samples_path, schema_path  # noqa: F401
 from manifestkit.parts import Part
 
 #: The only manifest version ImportInstance / ImportVolume read.
@@ -14,22 +14,6 @@ IMPORTER_NAME = "manifestkit"
 #: ``importer/release``: the manifest revision written (as the EC2 API tools wrote it).
 IMPORTER_RELEASE = MANIFEST_VERSION
 MANIFEST_KEY_SUFFIX = "manifest.xml"
-
-
-def schema_path() -> Path:
-    """The XSD shipped inside the package (``manifestkit/schemas`` is package data)."""
-    return Path(manifestkit.__file__).parent / "schemas" / "vm-import-manifest.xsd"
-
-
-def samples_path() -> Path:
-    """The sample images and sample manifest shipped inside the package (``manifestkit/samples``
-    is package data: an installed user finds them here, a checkout also has ``samples/``)."""
-    return Path(manifestkit.__file__).parent / "samples"
-
-
-#: the sample manifest's URLs were signed at 2026-01-01T00:00Z for 7 days (make_sample_manifest.py):
-#: ``validate --at`` this instant shows it valid whatever today's date
-SAMPLE_VALID_AT = "2026-01-02T00:00:00Z"
 
 
 @dataclass(frozen=True)
