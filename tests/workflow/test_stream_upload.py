@@ -265,7 +265,8 @@ def test_a_raw_disk_from_a_pipe(s3server, bucket, tmp_path):
     done = subprocess.run(
         cmd, input=data[:-100], env=s3server.env(), capture_output=True, check=False
     )
-    assert done.returncode == 2 and done.stdout == b""
+    # with --output json the error is the JSON document (issue 11 item 10)
+    assert done.returncode == 2 and json.loads(done.stdout)["error"]["exit_code"] == 2
     err = done.stderr.decode()
     assert "cut short" in err and err.count("manifestkit: error:") == 1
     objects = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
