@@ -66,6 +66,7 @@ def _task_check(settings: Any) -> Callable[[str], str | None] | None:
 
 def run(args: argparse.Namespace) -> int:
     from manifestkit.aws import make_session, s3_client
+    from manifestkit.s3.url_policy import UrlPolicy
     from manifestkit.workflow.delete import delete_upload
 
     with aws_settings_for(args) as settings:
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
             expected_owner=args.bucket_owner,
             workers=args.workers,
             progress=progress_for(args, unit="part"),
+            url_policy=UrlPolicy.from_settings(settings),
         )
     if report.already_gone:
         text = f"nothing to delete: s3://{report.bucket}/{report.manifest_key} is already gone"

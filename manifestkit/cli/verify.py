@@ -30,14 +30,26 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "--image", metavar="IMAGE", help="the local image: compare every part's bytes with it"
     )
     parser.add_argument("--workers", type=positive_int, default=8, help="parallel requests (8)")
+    # where the manifest's URLs may point besides AWS (SECURITY.md): the user's own endpoint
+    parser.add_argument(
+        "--s3-endpoint-url", help="S3 endpoint the URLs may use (default: AWS_ENDPOINT_URL_S3)"
+    )
+    parser.add_argument("--profile", help="named profile whose endpoint_url the URLs may use")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from manifestkit.aws import AwsSettings
+    from manifestkit.s3.url_policy import UrlPolicy
     from manifestkit.workflow.verify import verify_manifest
 
+    settings = AwsSettings(profile=args.profile, s3_endpoint_url=args.s3_endpoint_url)
     report = verify_manifest(
-        args.manifest, image=args.image, workers=args.workers, progress=progress_for(args)
+        args.manifest,
+        image=args.image,
+        workers=args.workers,
+        progress=progress_for(args),
+        url_policy=UrlPolicy.from_settings(settings),
     )
     lines = [f"manifest: {report.manifest}"]
     for problem in report.problems[:TEXT_LIMIT]:

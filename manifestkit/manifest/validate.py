@@ -40,6 +40,7 @@ from manifestkit.s3.presign import (
     parse_presigned_url,
     signed_method,
 )
+from manifestkit.s3.url_policy import UrlPolicy
 
 #: after this many problems of one rule the rest are counted, not listed
 MAX_PER_RULE = 20
@@ -76,8 +77,12 @@ class _Checker:
         now: dt.datetime | None,
         capacity_bytes: int | None,
         file_bytes: int | None = None,
+        url_policy: UrlPolicy | None = None,
     ) -> None:
         self.credentials = credentials
+        self.url_policy = url_policy
+        #: the policy's verdict per scheme://host:port (one host for a whole manifest, usually)
+        self._origin_verdicts: dict[str, str | None] = {}
         self.now = now
         self.capacity_bytes = capacity_bytes
         self.file_bytes = file_bytes
@@ -294,6 +299,13 @@ class _Checker:
     def check_url(
         self, path: str, url: str, method: str, key: str | None
     ) -> PresignedUrlInfo | None:
+        if self.url_policy is not None:
+            origin = url[: url.find("/", url.find("//") + 2) % (len(url) + 1)]
+            if origin not in self._origin_verdicts:
+                self._origin_verdicts[origin] = self.url_policy.problem(url)
+            reason = self._origin_verdicts[origin]
+            if reason is not None:
+                self.add(path, "url-host", f"URL points elsewhere: {reason}")
         try:
             info = parse_presigned_url(url)
         except PresignedUrlError as exc:
@@ -448,8 +460,12 @@ def validate_manifest(
     now: dt.datetime | None = None,
     capacity_bytes: int | None = None,
     file_bytes: int | None = None,
+    url_policy: UrlPolicy | None = None,
 ) -> list[Problem]:
     """Every problem found, worst first; an empty list (or notes only) means valid.
+
+    ``url_policy`` reports every URL that points outside it (``url-host``: not an AWS S3
+    endpoint nor the configured one; SECURITY.md).
 
     ``credentials`` let the check recompute each URL's signature for its element's method
     (HEAD/GET/DELETE); without them that is reported as a note. ``now`` enables the
@@ -458,7 +474,7 @@ def validate_manifest(
     Not XML, hostile XML (DOCTYPE/entities) and XML of another kind raise ``ManifestError``.
     """
     events = ManifestEvents(source)
-    checker = _Checker(credentials, now, capacity_bytes, file_bytes)
+    checker = _Checker(credentials, now, capacity_bytes, file_bytes, url_policy)
     try:
         for kind, raw in events:
             if kind == "parts":

@@ -137,6 +137,15 @@ def new_request_id() -> str:
     return uuid.uuid4().hex[:16].upper()
 
 
+def _with_request_id(start_response: StartResponse) -> StartResponse:
+    def wrapped(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
+        if not any(name.lower() == "x-amz-request-id" for name, _ in headers):
+            headers = [*headers, ("x-amz-request-id", new_request_id())]
+        return start_response(status, headers, *rest)
+
+    return wrapped  # type: ignore[return-value]
+
+
 def s3_error(
     code: str, message: str, status: int, details: Iterable[tuple[str, str]] = ()
 ) -> Response:
@@ -297,7 +306,12 @@ class SandboxApp:
     def _call_moto(
         self, service: str, environ: dict[str, Any], start_response: StartResponse
     ) -> Iterable[bytes]:
-        """moto's answer; a moto crash becomes the service's own error instead of an HTML page."""
+        """moto's answer; a moto crash becomes the service's own error instead of an HTML page.
+
+        Every S3 answer carries ``x-amz-request-id`` as S3's do (moto leaves it out of some,
+        e.g. DeleteObject's 204), since clients tell S3 from a web server by it."""
+        if service == "s3":
+            start_response = _with_request_id(start_response)
         try:
             return self._moto_app(service)(environ, start_response)
         except Exception as exc:  # noqa: BLE001 - answer in the service's format, keep serving

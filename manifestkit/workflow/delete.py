@@ -6,6 +6,15 @@ self-destruct-url, so an interrupted delete can simply be run again. A URL that 
 when the caller can offer an S3 client. Idempotent: S3 answers 204 for keys already gone, and 404
 counts as gone too.
 
+A manifest is untrusted (SECURITY.md): before anything is deleted it must pass ``validate``'s
+rules (an expired URL aside: that is what the fallback is for), every URL must pass the
+``UrlPolicy``, and its layout must be one upload's (``check_layout``): one bucket, one folder
+holding every part key and the manifest key, every URL addressing that bucket and its own
+element's key on one endpoint. Otherwise ``ManifestError`` (exit 2) names the first offending
+element and nothing is deleted; the credential fallback only ever deletes keys that passed.
+A DELETE answer that is not S3's (not 2xx/404, or without ``x-amz-request-id``) is not a
+deletion: ``RemoteError`` says what answered.
+
 Refuses while a conversion task still reads the manifest: ``active_task_check`` gets
 ``"{bucket}/{manifest key}"`` and returns the id of an active task using it, or None (the CLI fills
 it with ``manifestkit.ec2.find_active_task_for_manifest``).
@@ -27,7 +36,8 @@ from manifestkit.progress import NoProgress, Progress
 from manifestkit.s3.bucket_checks import owner_args
 from manifestkit.s3.errors import error_code, translate
 from manifestkit.s3.pool import CancelToken, run_bounded
-from manifestkit.s3.presigned_http import HttpFailure, PresignedHttp, redact, url_expired
+from manifestkit.s3.presigned_http import HttpFailure, Limits, PresignedHttp, redact, url_expired
+from manifestkit.s3.url_policy import UrlPolicy
 from manifestkit.workflow.manifest_source import ManifestGone, is_url, local_manifest
 
 log = logging.getLogger("manifestkit")
@@ -69,9 +79,10 @@ class _Deleter:
         s3_client: Callable[[], Any] | None,
         expected_owner: str | None,
         now: dt.datetime | None,
+        http: PresignedHttp,
     ) -> None:
         self.bucket = bucket
-        self.http = PresignedHttp()
+        self.http = http
         self._s3_client = s3_client
         self._s3: Any = None
         self.owner = owner_args(expected_owner)
@@ -89,16 +100,24 @@ class _Deleter:
         return self._s3
 
     def delete(self, key: str, url: str | None) -> str:
-        """``url`` or ``authenticated`` (how the object went)."""
+        """``url`` or ``authenticated`` (how the object went); ``key`` passed ``check_layout``."""
         if url:
             try:
                 answer, _ = self.http.request("DELETE", url)
             except HttpFailure as exc:
                 raise RemoteError(f"cannot delete s3://{self.bucket}/{key}: {exc}") from exc
-            if 200 <= answer.status < 300 or answer.status == 404:
+            s3_answered = answer.s3_request_id is not None
+            if s3_answered and (200 <= answer.status < 300 or answer.status == 404):
                 return "url"
-            expired = answer.says_expired or url_expired(url, self.now)
+            expired = s3_answered and (answer.says_expired or url_expired(url, self.now))
             if not expired:
+                if not s3_answered or 200 <= answer.status < 400:
+                    raise RemoteError(
+                        f"s3://{self.bucket}/{key} was not deleted: its delete URL "
+                        f"({redact(url)}) answered {answer.describe_server()}, which is not S3's "
+                        "answer to a DELETE",
+                        fix="check where the manifest's URLs point; nothing was counted as deleted",
+                    )
                 raise RemoteError(
                     f"deleting s3://{self.bucket}/{key} through its URL answered "
                     f"HTTP {answer.status} {answer.error_code}",
@@ -115,6 +134,91 @@ class _Deleter:
         return "authenticated"
 
 
+#: validate's findings that do not stop a delete: expired URLs are what the fallback is for
+_TOLERATED_RULES = frozenset({"url-expired", "url-expiry-max"})
+
+
+@dataclass(frozen=True)
+class UploadLayout:
+    """What one upload owns, as ``check_layout`` proved it from the manifest."""
+
+    bucket: str
+    folder: str
+    manifest_key: str
+    #: scheme://host[:port] every URL uses
+    endpoint: str
+
+
+def check_layout(path: str, name: str, policy: UrlPolicy) -> UploadLayout:
+    """Prove the manifest at ``path`` describes one upload (module doc) or raise ``ManifestError``
+    naming the first offending element. Streams the manifest; nothing is sent anywhere."""
+    from manifestkit.manifest import errors_only, iter_manifest, validate_manifest
+    from manifestkit.manifest.model import MANIFEST_KEY_SUFFIX
+    from manifestkit.s3.presign import PresignedUrlError, parse_presigned_url
+
+    def refuse(where: str, what: str) -> ManifestError:
+        return ManifestError(
+            f"{name}: {where}: {what}; not deleting anything",
+            fix="delete only manifests that manifestkit upload wrote for your bucket",
+        )
+
+    errors = [
+        p
+        for p in errors_only(validate_manifest(path, url_policy=policy))
+        if p.rule not in _TOLERATED_RULES
+    ]
+    if errors:
+        raise refuse(errors[0].path, f"{errors[0].message} [{errors[0].rule}]")
+    header, parts = iter_manifest(path)
+    where = "/manifest/self-destruct-url"
+    try:
+        destruct = parse_presigned_url(header.self_destruct_url)
+    except PresignedUrlError as exc:
+        raise refuse(where, f"not a presigned URL: {exc}") from exc
+    if not destruct.bucket:
+        raise refuse(where, "names no bucket")
+    manifest_key = destruct.key
+    folder, _, leaf = manifest_key.rpartition("/")
+    if not folder or not leaf.endswith(MANIFEST_KEY_SUFFIX):
+        raise refuse(
+            where,
+            f"{manifest_key!r} is not a manifest key in an upload's folder "
+            f"({{prefix}}/{{upload-id}}/{{name}}{MANIFEST_KEY_SUFFIX})",
+        )
+    layout = UploadLayout(
+        destruct.bucket, folder, manifest_key, f"{destruct.scheme}://{destruct.host}"
+    )
+
+    def same_object(at: str, url: str, key: str) -> None:
+        try:
+            info = parse_presigned_url(url)
+        except PresignedUrlError as exc:
+            raise refuse(at, f"not a presigned URL: {exc}") from exc
+        endpoint = f"{info.scheme}://{info.host}"
+        if (info.bucket, info.key, endpoint) != (layout.bucket, key, layout.endpoint):
+            raise refuse(
+                at,
+                f"addresses {endpoint} s3://{info.bucket}/{info.key}, not "
+                f"{layout.endpoint} s3://{layout.bucket}/{key}",
+            )
+
+    for part in parts:
+        at = f"/manifest/import/parts/part[{part.index + 1}]"
+        if part.key.rpartition("/")[0] != folder or part.key == manifest_key:
+            raise refuse(
+                f"{at}/key",
+                f"{part.key!r} is not a part in the upload's folder {folder + '/'!r}",
+            )
+        for field, url in (
+            ("head-url", part.head_url),
+            ("get-url", part.get_url),
+            ("delete-url", part.delete_url),
+        ):
+            if url is not None:
+                same_object(f"{at}/{field}", url, part.key)
+    return layout
+
+
 def delete_upload(
     source: str,
     *,
@@ -126,32 +230,41 @@ def delete_upload(
     progress: Progress | None = None,
     cancel: CancelToken | None = None,
     now: dt.datetime | None = None,
+    url_policy: UrlPolicy | None = None,
+    limits: Limits | None = None,
 ) -> DeleteReport:
-    """Delete the parts and the manifest ``source`` (file or URL) names; see the module doc."""
+    """Delete the parts and the manifest ``source`` (file or URL) names; see the module doc.
+
+    ``url_policy`` (default: the endpoints boto3's configuration names, and AWS's) says where
+    URLs may point.
+    """
     from manifestkit.manifest import iter_manifest
     from manifestkit.s3.presign import PresignedUrlError, parse_presigned_url
 
     progress = progress or NoProgress()
+    policy = url_policy if url_policy is not None else UrlPolicy.from_settings(None)
     name = redact(source) if is_url(source) else source
     with contextlib.ExitStack() as stack:
         try:
-            path = stack.enter_context(local_manifest(source, s3_client=s3_client))
-        except ManifestGone:
-            info = parse_presigned_url(source)
-            log.warning("the manifest %s is already gone; nothing to delete", name)
-            return DeleteReport(
-                name, info.bucket or "", info.key, 0, 0, 0, False, already_gone=True
+            path = stack.enter_context(
+                local_manifest(source, s3_client=s3_client, policy=policy, limits=limits)
             )
+        except ManifestGone as exc:
+            try:
+                info = parse_presigned_url(source)
+            except PresignedUrlError:
+                info = None
+            if info is None or not info.bucket or not exc.s3_answered:
+                raise RemoteError(
+                    f"{name} answers 404 and is not S3 answering for a presigned manifest URL; "
+                    "nothing deleted",
+                    fix="give the manifest file, or the presigned URL manifestkit upload printed",
+                ) from exc
+            log.warning("the manifest %s is already gone; nothing to delete", name)
+            return DeleteReport(name, info.bucket, info.key, 0, 0, 0, False, already_gone=True)
+        layout = check_layout(path, name, policy)
+        bucket, manifest_key = layout.bucket, layout.manifest_key
         header, parts = iter_manifest(path)
-        try:
-            destruct = parse_presigned_url(header.self_destruct_url)
-        except PresignedUrlError as exc:
-            raise ManifestError(
-                f"{name}: the self-destruct-url is not a presigned URL: {exc}"
-            ) from exc
-        if not destruct.bucket:
-            raise ManifestError(f"{name}: cannot tell the bucket from the self-destruct-url")
-        bucket, manifest_key = destruct.bucket, destruct.key
         if active_task_check is not None and not ignore_active_task:
             task = active_task_check(f"{bucket}/{manifest_key}")
             if task:
@@ -160,7 +273,8 @@ def delete_upload(
                     fix=f"wait for it, cancel it (manifestkit cancel {task}), or pass "
                     "--ignore-active-task",
                 )
-        deleter = _Deleter(bucket, s3_client, expected_owner, now)
+        http = PresignedHttp(policy=policy, limits=limits)
+        deleter = _Deleter(bucket, s3_client, expected_owner, now, http)
         counts = {"url": 0, "authenticated": 0, "parts": 0}
 
         def on_result(part: Any, how: str) -> None:

@@ -140,7 +140,9 @@ class _Staged:
     parts_pending: bool = False
 
 
-def _disk_from_manifest_url(url: str, volume_gib: int | None) -> DiskImageSpec:
+def _disk_from_manifest_url(
+    url: str, volume_gib: int | None, settings: AwsSettings
+) -> DiskImageSpec:
     """Read the manifest through its URL, as the importer will: unreachable -> RemoteError (exit 1),
     expired -> UsageError, not a manifest -> ManifestError (exit 2)."""
     from manifestkit.manifest import iter_manifest
@@ -151,7 +153,9 @@ def _disk_from_manifest_url(url: str, volume_gib: int | None) -> DiskImageSpec:
             f"--manifest-url {url!r} is not an http(s) URL",
             fix="give the presigned GET URL that manifestkit upload printed",
         )
-    with local_manifest(url) as path:
+    from manifestkit.s3.url_policy import UrlPolicy
+
+    with local_manifest(url, policy=UrlPolicy.from_settings(settings)) as path:
         header, parts = iter_manifest(path)
         parts.close()  # type: ignore[attr-defined]
     return DiskImageSpec(
@@ -187,7 +191,9 @@ def _stage(
     notify: Callable[[str], None],
 ) -> _Staged:
     if manifest_url is not None:
-        return _Staged(_disk_from_manifest_url(manifest_url, volume_gib), None, uploaded=False)
+        return _Staged(
+            _disk_from_manifest_url(manifest_url, volume_gib, settings), None, uploaded=False
+        )
     assert upload is not None  # _check_source
     upload = _upload_request(upload, volume_gib)
     if no_upload:
@@ -210,7 +216,7 @@ def _dry_run_disk(
     the request's shape and the caller's permission, not the URL, on a DryRun.
     """
     if manifest_url is not None:
-        return _disk_from_manifest_url(manifest_url, volume_gib)
+        return _disk_from_manifest_url(manifest_url, volume_gib, settings)
     assert upload is not None
     from manifestkit.images import inspect_image
     from manifestkit.parts import PartPlan

@@ -138,6 +138,7 @@ def resume_upload(
     rest, and writes a new manifest (fresh URLs) when the old one's expire within ``renew_margin``.
     Refuses (``ImageError``, exit 2) when ``image`` is not the manifest's size.
     """
+    from manifestkit.s3.url_policy import UrlPolicy
     from manifestkit.workflow.manifest_source import plan_from_manifest
 
     progress = progress or NoProgress()
@@ -145,7 +146,9 @@ def resume_upload(
     session = make_session(settings)
     workers = workers or default_workers()
     s3 = upload_s3_client(session, settings, workers=workers)
-    described = plan_from_manifest(manifest_source, s3_client=lambda: s3)
+    described = plan_from_manifest(
+        manifest_source, s3_client=lambda: s3, policy=UrlPolicy.from_settings(settings)
+    )
     if size != described.plan.file_bytes:
         raise ImageError(
             f"{image} is {size} bytes but the manifest describes {described.plan.file_bytes} bytes",

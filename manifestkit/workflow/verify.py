@@ -9,7 +9,6 @@ image GET every get-url and compare the bytes (streamed in 1 MiB slices: memory 
 from __future__ import annotations
 
 import datetime as dt
-import http.client
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,7 +17,18 @@ from typing import Any
 from manifestkit.errors import ImageError, ManifestError
 from manifestkit.progress import NoProgress, Progress
 from manifestkit.s3.pool import CancelToken, run_bounded
-from manifestkit.s3.presigned_http import HttpFailure, PresignedHttp, redact, url_expired
+from manifestkit.s3.presigned_http import (
+    Body,
+    HttpFailure,
+    Limits,
+    PresignedHttp,
+    TooLarge,
+    TooSlow,
+    content_length,
+    redact,
+    url_expired,
+)
+from manifestkit.s3.url_policy import UrlPolicy
 from manifestkit.workflow.manifest_source import is_url, local_manifest
 
 CHUNK = 1 << 20
@@ -29,7 +39,8 @@ DEFAULT_WORKERS = 8
 class PartProblem:
     index: int
     key: str
-    #: missing | wrong-size | expired | denied | http-error | unreachable | content-differs
+    #: missing | wrong-size | expired | denied | http-error | unreachable | too-slow |
+    #: content-differs
     kind: str
     message: str
 
@@ -78,19 +89,24 @@ def verify_manifest(
     cancel: CancelToken | None = None,
     now: dt.datetime | None = None,
     s3_client: Callable[[], Any] | None = None,
+    url_policy: UrlPolicy | None = None,
+    limits: Limits | None = None,
 ) -> VerifyReport:
     """Check the manifest ``source`` (path or URL) and every part it names; see the module doc.
 
     Raises ``ManifestError`` (exit 2) for an invalid manifest, ``ImageError`` (exit 2) when
     ``image`` is not the manifest's size; remote problems are in the report (exit 1).
+    ``url_policy`` (default: the endpoints boto3's configuration names, and AWS's) says where
+    the manifest's URLs may point: a URL outside it makes the manifest invalid (SECURITY.md).
     """
     from manifestkit.manifest import errors_only, iter_manifest, validate_manifest
 
     progress = progress or NoProgress()
     name = redact(source) if is_url(source) else source
     current = now or dt.datetime.now(dt.timezone.utc)
-    with local_manifest(source, s3_client=s3_client) as path:
-        errors = errors_only(validate_manifest(path, now=current))
+    policy = url_policy if url_policy is not None else UrlPolicy.from_settings(None)
+    with local_manifest(source, s3_client=s3_client, policy=policy, limits=limits) as path:
+        errors = errors_only(validate_manifest(path, now=current, url_policy=policy))
         if errors:
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             expired = any("expire" in str(e).lower() for e in errors)
@@ -104,7 +120,7 @@ def verify_manifest(
         fd = -1
         if image is not None:
             fd = _open_image(image, header.size)
-        client = PresignedHttp()
+        client = PresignedHttp(policy=policy, limits=limits)
         problems: list[PartProblem] = []
         counts = {"parts": 0, "ok": 0, "bytes": 0}
 
@@ -186,25 +202,37 @@ def _check_part(
     try:
         answer, _ = client.request("HEAD", part.head_url)
     except HttpFailure as exc:
-        return PartProblem(part.index, part.key, "unreachable", str(exc))
+        return _failure(part, exc)
     if not 200 <= answer.status < 300:
         return _remote_problem(part, part.head_url, answer, "HEAD", now)
-    length = answer.headers.get("Content-Length")
-    if length is None or int(length) != part.size:
+    length = content_length(answer.headers)
+    if length != part.size:
+        said = answer.headers.get("Content-Length")
+        shown = f"{length} bytes" if length is not None else f"Content-Length {said!r}"[:80]
         return PartProblem(
             part.index,
             part.key,
             "wrong-size",
-            f"is {length} bytes; its byte range {part.start}-{part.end} says {part.size}",
+            f"is {shown}; its byte range {part.start}-{part.end} says {part.size}",
         )
     if fd < 0:
         return None
     try:
         answer, differs = client.request(
-            "GET", part.get_url, read=lambda response: _compare(response, fd, part, image)
+            "GET",
+            part.get_url,
+            read=lambda body: _compare(body, fd, part, image),
+            max_bytes=part.size,
+        )
+    except TooLarge:
+        return PartProblem(
+            part.index,
+            part.key,
+            "content-differs",
+            f"GET returned more than the part's {part.size} bytes",
         )
     except HttpFailure as exc:
-        return PartProblem(part.index, part.key, "unreachable", str(exc))
+        return _failure(part, exc)
     if not 200 <= answer.status < 300:
         return _remote_problem(part, part.get_url, answer, "GET", now)
     if differs is not None:
@@ -212,11 +240,19 @@ def _check_part(
     return None
 
 
-def _compare(response: http.client.HTTPResponse, fd: int, part: Any, image: str) -> str | None:
+def _failure(part: Any, exc: HttpFailure) -> PartProblem:
+    kind = "too-slow" if isinstance(exc, TooSlow) else "unreachable"
+    return PartProblem(part.index, part.key, kind, str(exc))
+
+
+def _compare(body: Body, fd: int, part: Any, image: str) -> str | None:
     """None when the body equals the image's bytes of ``part``; else where they first differ."""
+    declared = content_length(body.headers)
+    if declared is not None and declared != part.size:
+        return f"GET announces {declared} bytes; the part is {part.size}"
     offset = part.start
     while True:
-        remote = response.read(CHUNK)
+        remote = body.read1(CHUNK)
         if not remote:
             break
         if offset + len(remote) > part.end + 1:

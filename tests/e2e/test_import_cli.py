@@ -267,6 +267,9 @@ def test_manifest_url_not_reachable_is_exit_1(capsys: Any, sandbox: Any) -> None
             "--manifest-url",
             f"http://127.0.0.1:{port}/b/k.xml",
             *endpoint_flags(sandbox),
+            # a loopback URL is fetched only when it is the configured endpoint (SECURITY.md)
+            "--s3-endpoint-url",
+            f"http://127.0.0.1:{port}",
         ],
     )
     assert code == 1

@@ -9,6 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from manifestkit.s3.presigned_http import HttpFailure, PresignedHttp, redact
+from manifestkit.s3.url_policy import UrlPolicy
+
+#: these servers run on loopback: configured, as a user's own endpoint would be
+LOCAL = UrlPolicy().with_endpoint("http://127.0.0.1:9")
 
 
 class _Server:
@@ -43,6 +47,10 @@ class _Server:
         self.httpd.server_close()
 
 
+def _policy(server):
+    return UrlPolicy().with_endpoint(server.url)
+
+
 def _answer(handler, status, body=b"", close=False):
     handler.send_response(status)
     handler.send_header("Content-Length", str(len(body)))
@@ -55,7 +63,7 @@ def _answer(handler, status, body=b"", close=False):
 def test_keep_alive_is_reused():
     server = _Server(lambda h, n: _answer(h, 200, b"x" * 10))
     try:
-        client = PresignedHttp()
+        client = PresignedHttp(policy=_policy(server))
         for _ in range(5):
             answer, body = client.request("GET", server.url, read=lambda r: r.read())
             assert answer.status == 200 and body == b"x" * 10
@@ -68,7 +76,7 @@ def test_a_connection_the_server_closed_is_replaced_without_waiting():
     # the server drops the connection after every answer, without saying so
     server = _Server(lambda h, n: _answer(h, 200, b"ok", close=True))
     try:
-        client = PresignedHttp()
+        client = PresignedHttp(policy=_policy(server))
         started = time.monotonic()
         for _ in range(4):
             assert client.request("HEAD", server.url)[0].status == 200
@@ -81,13 +89,13 @@ def test_a_connection_the_server_closed_is_replaced_without_waiting():
 def test_5xx_is_retried_then_reported():
     server = _Server(lambda h, n: _answer(h, 503 if n < 3 else 200, b"<Code>SlowDown</Code>"))
     try:
-        answer, _ = PresignedHttp().request("HEAD", server.url)
+        answer, _ = PresignedHttp(policy=_policy(server)).request("HEAD", server.url)
         assert answer.status == 200 and server.requests == 3
     finally:
         server.close()
     server = _Server(lambda h, n: _answer(h, 500, b"<Error><Code>InternalError</Code></Error>"))
     try:
-        answer, _ = PresignedHttp(attempts=2).request("GET", server.url)
+        answer, _ = PresignedHttp(attempts=2, policy=_policy(server)).request("GET", server.url)
         assert answer.status == 500 and answer.error_code == "InternalError"
     finally:
         server.close()
@@ -95,7 +103,7 @@ def test_5xx_is_retried_then_reported():
 
 def test_unreachable_server_is_an_http_failure():
     with pytest.raises(HttpFailure, match="failed after 2 attempts") as caught:
-        PresignedHttp(attempts=2, timeout=2).request(
+        PresignedHttp(attempts=2, timeout=2, policy=LOCAL).request(
             "HEAD", "http://127.0.0.1:9/b/k?X-Amz-Signature=s"
         )
     assert "X-Amz-Signature" not in str(caught.value)  # the URL is redacted

@@ -98,7 +98,14 @@ def test_sigkill_then_resume_sends_only_the_missing_parts(s3server, bucket, tmp_
         doc = json.loads(out)
         assert len(proxy.part_puts()) == 40 - already == doc["put"]
         assert doc["kept"] == already and doc["manifest_written"]
-        code, vout, verr = run_cli("verify", doc["manifest_url"], "--image", str(image))
+        code, vout, verr = run_cli(
+            "verify",
+            doc["manifest_url"],
+            "--image",
+            str(image),
+            "--s3-endpoint-url",
+            proxy.url,  # the endpoint the upload used, so its URLs point there
+        )
         assert code == 0, vout + verr
         assert_parts_match(fetch_manifest(doc["manifest_url"], tmp_path / "m.xml"), image)
 
