@@ -626,10 +626,15 @@ class _AmiRun:
 
     def _delete_upload(self) -> None:
         from manifestkit.aws import s3_client
+        from manifestkit.s3.url_policy import UrlPolicy
         from manifestkit.workflow.delete import delete_upload
 
         assert self.j.manifest_url
-        delete_upload(self.j.manifest_url, s3_client=lambda: s3_client(self.session, self.settings))
+        delete_upload(
+            self.j.manifest_url,
+            s3_client=lambda: s3_client(self.session, self.settings),
+            url_policy=UrlPolicy.from_settings(self.settings),
+        )
         self.journal.update(upload_deleted=True, manifest_url=None)
 
     # ------------------------------------------------------------------ the end
