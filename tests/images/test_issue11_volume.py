@@ -69,7 +69,7 @@ def test_issue11_item1_fixed_vhd_inspect(fixed_vhd, capsys):
 def test_issue11_item1_fixed_vhd_manifest(fixed_vhd, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "m.xml"
-    code = main(["manifest", str(fixed_vhd), "-b", "my-bucket", "-o", str(out)])
+    code = main(["manifest", str(fixed_vhd), "-b", "my-bucket", "--output-file", str(out)])
     assert code == 0, capsys.readouterr().err
     header, parts = read_manifest(out)
     assert header.size == GiB + 512 == parts[-1].end + 1
@@ -79,7 +79,7 @@ def test_issue11_item1_fixed_vhd_manifest(fixed_vhd, tmp_path, capsys, monkeypat
 
     capsys.readouterr()
     code = main(
-        ["manifest", str(fixed_vhd), "-b", "my-bucket", "-o", str(out), "--force"]
+        ["manifest", str(fixed_vhd), "-b", "my-bucket", "--output-file", str(out), "--force"]
         + ["--volume-size", "1"]
     )
     err = capsys.readouterr().err
@@ -93,7 +93,7 @@ def test_issue11_item1_validate_refuses_small_volume(fixed_vhd, tmp_path, capsys
     --image (the file size is the manifest's own <size>)."""
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "m.xml"
-    assert main(["manifest", str(fixed_vhd), "-b", "my-bucket", "-o", str(out)]) == 0
+    assert main(["manifest", str(fixed_vhd), "-b", "my-bucket", "--output-file", str(out)]) == 0
     small = out.read_bytes().replace(b"<volume-size>2<", b"<volume-size>1<")
     assert small != out.read_bytes()
     bad = tmp_path / "small.xml"
