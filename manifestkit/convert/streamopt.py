@@ -14,11 +14,12 @@ Extents"), every item aligned to a 512-byte sector::
 Nothing is ever written twice: ``StreamOptimizedStream`` yields the file as a sequence of byte
 chunks, write-once, which ``write_stream_optimized`` writes to a file and the streamed upload
 (``manifestkit.s3.stream_parts``) cuts into parts without any file. Grains are deflated by a
-thread pool (zlib releases the GIL); results are yielded in submission order. Incompressible
-grains are stored (zlib level 0) instead of deflated: see ``deflate_grain``.
+thread pool (libdeflate and zlib release the GIL: ``manifestkit.compression``); results are
+yielded in submission order. Incompressible grains are stored (level 0) instead of deflated: see
+``deflate_grain``.
 
 Deterministic output: given the same disk contents, ``name``, ``level``, ``adapter_type``,
-``identity`` and zlib build, the bytes are the same on every run and with any number of workers
+``identity`` and deflate library build (``compression.BACKEND_ID``), the bytes are the same on every run and with any number of workers
 (the descriptor's CID and longContentID derive from ``identity``), which is what lets a streamed
 upload resume by converting again (``CONVERTER_ID`` names what the bytes depend on).
 
@@ -33,13 +34,13 @@ import hashlib
 import os
 import secrets
 import struct
-import zlib
 from array import array
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from manifestkit import compression
 from manifestkit.errors import ConversionError
 from manifestkit.images import vmdk
 from manifestkit.images.blocks.disk import SECTOR, Extent, ExtentKind, VirtualDisk
@@ -60,18 +61,16 @@ VERSION = 3
 #: grains per read/compress task: 1 MiB reads, few enough tasks to keep pool overhead small
 RUN_GRAINS = 16
 
-#: zlib level. qemu-img deflates VMDK grains with compress(), i.e. level 6 (Z_DEFAULT_COMPRESSION).
-#: Measured on mixed content (``bench/bench_convert.py --levels``, one thread, 200 MiB of grains):
-#: level 6 10.9 s, 5 5.9 s (+1.5 % size), 4 5.0 s (+2.4 %), 3 4.1 s (+3.9 %), 1 2.8 s (+5.5 %).
-#: Level 5 is the fastest that stays within 2 % of qemu-img's output size.
-DEFAULT_LEVEL = 5
+#: Deflate level of the backend in use. qemu-img deflates VMDK grains with compress(), i.e. zlib
+#: level 6; ``compression.DEFAULT_LEVELS`` are the fastest levels within 2 % of its output size.
+DEFAULT_LEVEL = compression.DEFAULT_LEVEL
 
 _ZERO_GRAIN = bytes(GRAIN_BYTES)
 
 #: what a converted image's bytes depend on besides the disk and the settings: bump the layout
 #: number whenever the writer's output changes, so a resume never mixes two writers' parts
 WRITER_LAYOUT = 1
-CONVERTER_ID = f"streamopt-{WRITER_LAYOUT}/zlib-{zlib.ZLIB_RUNTIME_VERSION}"
+CONVERTER_ID = f"streamopt-{WRITER_LAYOUT}/{compression.BACKEND_ID}"
 
 # Incompressible grains (compressed files, encrypted data) cost deflate as much CPU as any other
 # and do not shrink at any level; qemu-img's level 6 emits them as stored blocks anyway. A level-1
@@ -227,9 +226,9 @@ def _pack_run(disk: VirtualDisk, first: int, count: int, level: int) -> _Packed:
 def deflate_grain(grain: bytes, level: int) -> bytes:
     """The zlib stream for one grain: stored when a quick probe finds it incompressible."""
     probe = b"".join(grain[at : at + _PROBE_BYTES] for at in _PROBE_OFFSETS)
-    if len(zlib.compress(probe, 1)) >= _PROBE_STORE_RATIO * len(probe):
-        return zlib.compress(grain, 0)
-    return zlib.compress(grain, level)
+    if len(compression.compress(probe, compression.FAST_LEVEL)) >= _PROBE_STORE_RATIO * len(probe):
+        return compression.compress(grain, 0)
+    return compression.compress(grain, level)
 
 
 class _Position:

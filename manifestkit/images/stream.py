@@ -10,10 +10,10 @@ front to back, in fixed chunks, holding at most one chunk and one grain in memor
 from __future__ import annotations
 
 import struct
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from manifestkit.compression import InflateError, inflate
 from manifestkit.errors import ImageError
 from manifestkit.images.reader import ImageReader
 from manifestkit.images.vmdk import (
@@ -167,17 +167,12 @@ def check_stream(
                     fix=_FIX,
                 )
             expected = min(grain_bytes, capacity_bytes - lba * SECTOR)
-            inflater = zlib.decompressobj()
             try:
-                out = inflater.decompress(data, grain_bytes + 1)
-            except zlib.error as exc:
+                out = inflate(data, grain_bytes)
+            except InflateError as exc:
                 raise ImageError(
                     f"grain at byte {pos} (sector {lba}) does not inflate: {exc}", fix=_FIX
                 ) from None
-            if not inflater.eof:
-                raise ImageError(
-                    f"grain at byte {pos} (sector {lba}): compressed data is cut short", fix=_FIX
-                )
             if len(out) not in (expected, grain_bytes):
                 raise ImageError(
                     f"grain at byte {pos} (sector {lba}) inflates to {len(out)} bytes, not "

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import functools
 import struct
-import zlib
 from array import array
 from collections.abc import Iterator
 
+from manifestkit.compression import InflateError, inflate
 from manifestkit.errors import ConversionError, ImageError
 from manifestkit.images import vmdk
 from manifestkit.images.blocks.disk import (
@@ -243,14 +243,11 @@ class SparseExtentDisk(OneFileDisk):
             data = self._pread(
                 at, min(2 * self.grain_bytes + 1024, self.file_bytes - at), f"grain {grain}"
             )
-        inflater = zlib.decompressobj()
         try:
-            out = inflater.decompress(data, self.grain_bytes)
-        except zlib.error as exc:
+            out = inflate(data, self.grain_bytes)
+        except InflateError as exc:
             raise self._error(f"grain {grain} at byte {at} does not inflate ({exc})") from exc
-        if not inflater.eof and not inflater.unconsumed_tail == b"":
-            raise self._error(f"grain {grain} at byte {at} inflates to more than a grain")
-        if len(out) < wanted or (self.header.has_markers and not inflater.eof):
+        if len(out) < wanted:
             raise self._error(
                 f"grain {grain} at byte {at} inflates to {len(out)} bytes, not {wanted}: "
                 "truncated or corrupt compressed data"
