@@ -10,7 +10,11 @@ mismatch, gets up to ``part_retries`` fresh attempts of the whole part.
 
 Zero parts: a part that is all zeros (a hole, found with ``SEEK_DATA`` without reading, or read
 and compared) is uploaded once per size and made server-side with ``CopyObject`` everywhere else.
-On resume, a part already in the bucket whose size and ETag match the local bytes' MD5 is kept.
+On resume, a part already in the bucket whose size and ETag match the local bytes' MD5 is kept;
+what is in the bucket comes from ListObjectsV2 pages merged with the plan
+(``manifestkit.s3.part_listing``), kept as 16 B + 1 B a part (``RemoteParts``), or from a HEAD per
+part where listing is denied (``HeadParts``). The verification pass after the upload lists too
+(``verify_uploaded``), with the same HEAD fallback.
 
 Worst-case memory (``workers`` = W, ``part_size`` = P):
 
@@ -18,6 +22,8 @@ Worst-case memory (``workers`` = W, ``part_size`` = P):
   + 2 x P                  the cached zero blocks (full part, short last part); calloc'd, so only
                            resident after a zero comparison touches them
   + 16 B x number of parts MD5 digests kept for the verification pass (1.6 MB for 100,000 parts)
+  + 17 B x number of parts on resume: the listed ETags and a size-matches flag (27 MB at 1.6 M)
+  + one ListObjectsV2 page (1,000 keys) while listing
   + O(W)                   queue entries (a ``Part`` each) and botocore's connection pool
 
 and nothing proportional to the image size: 8 workers x 10 MiB parts ~ 80-100 MiB whether the
@@ -33,7 +39,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Protocol
 
 import botocore.exceptions
 
@@ -42,6 +48,13 @@ from manifestkit.parts import Part, PartPlan
 from manifestkit.progress import NoProgress, Progress
 from manifestkit.s3.bucket_checks import owner_args
 from manifestkit.s3.errors import is_transient, translate
+from manifestkit.s3.part_listing import (
+    ListingRefused,
+    RemoteObject,
+    etag_of,
+    iter_listing,
+    merge_with_plan,
+)
 from manifestkit.s3.pool import CancelToken, run_bounded
 from manifestkit.s3.zeroparts import ZeroBlocks, range_is_hole
 
@@ -64,13 +77,6 @@ def default_workers(cpu_count: int | None = None) -> int:
     """
     cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
     return min(8, max(4, 2 * cpus))
-
-
-@dataclass(frozen=True)
-class RemoteObject:
-    size: int
-    #: lowercase MD5 hex without quotes (multipart ETags keep their ``-N`` and never match)
-    etag: str
 
 
 Action = Literal["put", "copy", "kept"]
@@ -108,22 +114,102 @@ class _ETagMismatch(Exception):
     pass
 
 
-def _etag(raw: str | None) -> str:
-    return (raw or "").strip('"').lower()
+_etag = etag_of
+
+
+class ExistingParts(Protocol):
+    """What a resumed upload knows of the bucket: is this part there with these bytes?"""
+
+    def matches(self, part: Part, md5: bytes) -> bool: ...
+
+    def __contains__(self, key: object) -> bool: ...
+
+
+class RemoteParts:
+    """The plan's parts found by listing: 16 bytes of ETag and one flag byte a part, no keys."""
+
+    def __init__(self, plan: PartPlan) -> None:
+        self.plan = plan
+        self._md5 = bytearray(16 * plan.count)
+        #: 1 where a part is listed with its planned size and a plain-MD5 ETag
+        self._listed = bytearray(plan.count)
+        self.manifest_listed = False
+
+    def matches(self, part: Part, md5: bytes) -> bool:
+        return (
+            bool(self._listed[part.index])
+            and self._md5[16 * part.index : 16 * part.index + 16] == md5
+        )
+
+    def __contains__(self, key: object) -> bool:
+        """Only the manifest key is answered (the parts are asked by ``matches``)."""
+        return key == self.plan.manifest_key and self.manifest_listed
+
+
+class HeadParts:
+    """Where listing is denied: HEAD a part when the uploader asks about it (resume only)."""
+
+    def __init__(
+        self, s3: Any, bucket: str, plan: PartPlan, *, expected_owner: str | None = None
+    ) -> None:
+        self.s3, self.bucket, self.plan = s3, bucket, plan
+        self.owner = owner_args(expected_owner)
+
+    def _head(self, key: str) -> RemoteObject | None:
+        try:
+            head = self.s3.head_object(Bucket=self.bucket, Key=key, **self.owner)
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise translate(exc, bucket=self.bucket, key=key, action="look at") from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise translate(exc, bucket=self.bucket, key=key, action="look at") from exc
+        return RemoteObject(int(head["ContentLength"]), _etag(head.get("ETag")))
+
+    def matches(self, part: Part, md5: bytes) -> bool:
+        remote = self._head(part.key)
+        return remote is not None and remote.size == part.size and remote.md5() == md5
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._head(key) is not None
+
+
+class _MappingParts:
+    """A key -> ``RemoteObject`` mapping (tests, callers that have one) as ``ExistingParts``."""
+
+    def __init__(self, found: Mapping[str, RemoteObject]) -> None:
+        self.found = found
+
+    def matches(self, part: Part, md5: bytes) -> bool:
+        remote = self.found.get(part.key)
+        return remote is not None and remote.size == part.size and remote.etag == md5.hex()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.found
 
 
 def list_existing(
-    s3: Any, bucket: str, prefix: str, *, expected_owner: str | None = None
-) -> dict[str, RemoteObject]:
-    """Every object under ``prefix`` (ListObjectsV2, 1000 per page): key -> size and ETag."""
-    found: dict[str, RemoteObject] = {}
-    paginator = s3.get_paginator("list_objects_v2")
+    s3: Any, bucket: str, plan: PartPlan, *, expected_owner: str | None = None
+) -> ExistingParts:
+    """What of ``plan`` is in the bucket: by ListObjectsV2 pages merged with the plan (no map of
+    keys is built), or, where listing is refused by policy, by a HEAD per part on demand."""
+    found = RemoteParts(plan)
+
+    def listing() -> Any:
+        for key, obj in iter_listing(s3, bucket, plan.key_prefix, expected_owner=expected_owner):
+            if key == plan.manifest_key:
+                found.manifest_listed = True
+            yield key, obj
+
     try:
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix, **owner_args(expected_owner)):
-            for obj in page.get("Contents", ()):
-                found[obj["Key"]] = RemoteObject(int(obj["Size"]), _etag(obj.get("ETag")))
-    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-        raise translate(exc, bucket=bucket, key=prefix, action="list the parts under") from exc
+        for part, remote in merge_with_plan(plan, listing()):
+            md5 = remote.md5() if remote is not None else None
+            if remote is not None and md5 is not None and remote.size == part.size:
+                found._md5[16 * part.index : 16 * part.index + 16] = md5
+                found._listed[part.index] = 1
+    except ListingRefused as exc:
+        log.info("%s; asking S3 about each part with HEAD instead", exc)
+        return HeadParts(s3, bucket, plan, expected_owner=expected_owner)
     return found
 
 
@@ -150,7 +236,7 @@ class PartUploader:
         part_retries: int = DEFAULT_PART_RETRIES,
         expected_owner: str | None = None,
         dedupe_zeros: bool = True,
-        existing: Mapping[str, RemoteObject] | None = None,
+        existing: ExistingParts | Mapping[str, RemoteObject] | None = None,
         progress: Progress | None = None,
         cancel: CancelToken | None = None,
     ) -> None:
@@ -162,7 +248,9 @@ class PartUploader:
         self.part_retries = max(1, part_retries)
         self.owner = owner_args(expected_owner)
         self.dedupe_zeros = dedupe_zeros
-        self.existing = existing or {}
+        if existing is None or isinstance(existing, Mapping):
+            existing = _MappingParts(existing or {})
+        self.existing: ExistingParts = existing
         self.progress = progress or NoProgress()
         self.cancel = cancel or CancelToken()
         self.zeros = ZeroBlocks()
@@ -295,8 +383,7 @@ class PartUploader:
         return PartOutcome(part.index, "put", md5, part.size)
 
     def _matches_remote(self, part: Part, md5: bytes) -> bool:
-        remote = self.existing.get(part.key)
-        return remote is not None and remote.size == part.size and remote.etag == md5.hex()
+        return self.existing.matches(part, md5)
 
     def _put(self, part: Part, data: bytes, md5: bytes) -> None:
         self.cancel.check()
@@ -386,8 +473,71 @@ def verify_uploaded(
     progress: Progress | None = None,
     cancel: CancelToken | None = None,
 ) -> None:
-    """HEAD every part: its size and ETag must be what was sent. Raises ``UploadError``."""
+    """Every part's size and ETag must be what was sent. Raises ``UploadError``.
+
+    Listed (ListObjectsV2, 1,000 parts a request, merged with the plan page by page); where
+    listing is refused (AccessDenied by a bucket policy, or a server that does not list in key
+    order) a HEAD per part, ``workers`` at a time.
+    """
     progress = progress or NoProgress()
+    progress.start(plan.file_bytes, "verify")
+    try:
+        try:
+            _verify_by_listing(s3, bucket, plan, md5_hex, expected_owner, progress, cancel)
+            return
+        except ListingRefused as exc:
+            log.info("%s; verifying each part with HEAD instead", exc)
+        progress.close()
+        progress.start(plan.file_bytes, "verify")
+        _verify_by_head(s3, bucket, plan, md5_hex, workers, expected_owner, progress, cancel)
+    finally:
+        progress.close()
+
+
+def _check_part(
+    bucket: str, part: Part, remote: RemoteObject | None, md5_hex: Callable[[int], str]
+) -> None:
+    if remote is None:
+        raise UploadError(
+            f"part {part.index} (s3://{bucket}/{part.key}) is missing after upload",
+            fix="something deleted it; run the same command with --resume",
+        )
+    if remote.size != part.size or remote.etag != md5_hex(part.index):
+        raise UploadError(
+            f"part {part.index} (s3://{bucket}/{part.key}) is {remote.size} bytes with ETag "
+            f"{remote.etag} after upload; expected {part.size} bytes with MD5 "
+            f"{md5_hex(part.index)}",
+            fix="run the same command with --resume to send it again",
+        )
+
+
+def _verify_by_listing(
+    s3: Any,
+    bucket: str,
+    plan: PartPlan,
+    md5_hex: Callable[[int], str],
+    expected_owner: str | None,
+    progress: Progress,
+    cancel: CancelToken | None,
+) -> None:
+    listing = iter_listing(s3, bucket, plan.key_prefix, expected_owner=expected_owner)
+    for part, remote in merge_with_plan(plan, listing):
+        if cancel is not None:
+            cancel.check()
+        _check_part(bucket, part, remote, md5_hex)
+        progress.advance(part.size)
+
+
+def _verify_by_head(
+    s3: Any,
+    bucket: str,
+    plan: PartPlan,
+    md5_hex: Callable[[int], str],
+    workers: int,
+    expected_owner: str | None,
+    progress: Progress,
+    cancel: CancelToken | None,
+) -> None:
     owner = owner_args(expected_owner)
 
     def check(part: Part) -> None:
@@ -402,26 +552,17 @@ def verify_uploaded(
             raise translate(exc, bucket=bucket, key=part.key, action="verify") from exc
         except botocore.exceptions.BotoCoreError as exc:
             raise translate(exc, bucket=bucket, key=part.key, action="verify") from exc
-        size, etag = int(head["ContentLength"]), _etag(head.get("ETag"))
-        if size != part.size or etag != md5_hex(part.index):
-            raise UploadError(
-                f"part {part.index} (s3://{bucket}/{part.key}) is {size} bytes with ETag {etag} "
-                f"after upload; expected {part.size} bytes with MD5 {md5_hex(part.index)}",
-                fix="run the same command with --resume to send it again",
-            )
+        remote = RemoteObject(int(head["ContentLength"]), _etag(head.get("ETag")))
+        _check_part(bucket, part, remote, md5_hex)
 
-    progress.start(plan.file_bytes, "verify")
-    try:
-        run_bounded(
-            plan,
-            check,
-            workers=workers,
-            on_result=lambda part, _: progress.advance(part.size),
-            cancel=cancel,
-            name="manifestkit-verify",
-        )
-    finally:
-        progress.close()
+    run_bounded(
+        plan,
+        check,
+        workers=workers,
+        on_result=lambda part, _: progress.advance(part.size),
+        cancel=cancel,
+        name="manifestkit-verify",
+    )
 
 
 def put_manifest_file(

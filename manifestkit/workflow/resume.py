@@ -100,7 +100,7 @@ def resume_from_record(
                     f"being resumed is of {state.file_bytes}",
                     fix="start a new upload without --resume",
                 )
-        existing = list_existing(conn.s3, state.bucket, plan.key_prefix, expected_owner=owner)
+        existing = list_existing(conn.s3, state.bucket, plan, expected_owner=owner)
         result = send_parts_and_manifest(
             conn,
             settings,
@@ -176,9 +176,7 @@ def resume_upload(
         renew_margin=renew_margin,
         bucket_owner=bucket_owner,
     )
-    existing = list_existing(
-        s3, described.bucket, described.plan.key_prefix, expected_owner=bucket_owner
-    )
+    existing = list_existing(s3, described.bucket, described.plan, expected_owner=bucket_owner)
     result = send_parts_and_manifest(
         conn,
         settings,

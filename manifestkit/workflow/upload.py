@@ -34,8 +34,8 @@ from manifestkit.progress import NoProgress, Progress
 from manifestkit.s3.bucket_checks import ensure_bucket
 from manifestkit.s3.part_upload import (
     DEFAULT_PART_RETRIES,
+    ExistingParts,
     PartUploader,
-    RemoteObject,
     UploadStats,
     default_workers,
     put_manifest_file,
@@ -485,7 +485,7 @@ def send_parts_and_manifest(
     path: str,
     request: UploadRequest,
     *,
-    existing: dict[str, RemoteObject] | None,
+    existing: ExistingParts | None,
     progress: Progress,
     cancel: CancelToken | None,
     now: dt.datetime | None,
