@@ -19,9 +19,10 @@ yielded in submission order. Incompressible grains are stored (level 0) instead 
 ``deflate_grain``.
 
 Deterministic output: given the same disk contents, ``name``, ``level``, ``adapter_type``,
-``identity`` and deflate library build (``compression.BACKEND_ID``), the bytes are the same on every run and with any number of workers
-(the descriptor's CID and longContentID derive from ``identity``), which is what lets a streamed
-upload resume by converting again (``CONVERTER_ID`` names what the bytes depend on).
+``identity`` and deflate library build (``compression.BACKEND_ID``), the bytes are the same on
+every run and with any number of workers (the descriptor's CID and longContentID derive from
+``identity``), which is what lets a streamed upload resume by converting again
+(``CONVERTER_ID`` names what the bytes depend on).
 
 Worst-case memory: ``window`` runs in flight, each at most ``RUN_GRAINS`` grains read (1 MiB) plus
 their compressed form (< 1.01 MiB), so about ``2.1 MiB x window``; plus the grain directory

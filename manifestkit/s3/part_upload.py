@@ -189,10 +189,20 @@ class _MappingParts:
 
 
 def list_existing(
-    s3: Any, bucket: str, plan: PartPlan, *, expected_owner: str | None = None
-) -> ExistingParts:
-    """What of ``plan`` is in the bucket: by ListObjectsV2 pages merged with the plan (no map of
-    keys is built), or, where listing is refused by policy, by a HEAD per part on demand."""
+    s3: Any, bucket: str, plan: PartPlan | str, *, expected_owner: str | None = None
+) -> Any:
+    """What of ``plan`` is in the bucket (an ``ExistingParts``): by ListObjectsV2 pages merged with
+    the plan (no map of keys is built), or, where listing is refused by policy, by a HEAD per part
+    on demand. Given a key prefix instead of a plan (the plan is not known yet): a key ->
+    ``RemoteObject`` map of everything under it."""
+    if isinstance(plan, str):
+        try:
+            return dict(iter_listing(s3, bucket, plan, expected_owner=expected_owner))
+        except ListingRefused as exc:
+            raise UploadError(
+                f"cannot list the parts under s3://{bucket}/{plan}: {exc}",
+                fix="allow s3:ListBucket on the bucket, or start a new upload",
+            ) from exc
     found = RemoteParts(plan)
 
     def listing() -> Any:
