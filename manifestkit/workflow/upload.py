@@ -19,7 +19,7 @@ import datetime as dt
 import logging
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -530,7 +530,7 @@ def finish_upload(
     stats: UploadStats,
     md5_hex: Callable[[int], str],
     *,
-    existing: dict[str, RemoteObject] | None,
+    existing: ExistingParts | Mapping[str, Any] | None,
     progress: Progress,
     cancel: CancelToken | None,
     now: dt.datetime | None,
@@ -541,7 +541,7 @@ def finish_upload(
     workers = request.workers or default_workers()
     plan = target.plan
     s3 = conn.s3
-    # a HEAD per part: minutes for a large image on a far link, so it gets its own bar
+    # a listing page per 1,000 parts (a HEAD per part where listing is denied): its own bar
     verify_uploaded(
         s3,
         target.bucket,
