@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from manifestkit.cli._arguments import add_format_option
-from manifestkit.cli._output import emit, progress_for
+from manifestkit.cli._output import emit, plural, progress_for
 from manifestkit.images import ImageInfo, inspect_image
 from manifestkit.images.rules import part_size_problem
 from manifestkit.parts import DEFAULT_PART_SIZE, MAX_PART_SIZE, PartPlan
@@ -101,7 +101,7 @@ def text_for(info: ImageInfo, part_size: int, count: int) -> str:
     deep = info.details.get("deep")
     if isinstance(deep, dict) and deep.get("checked"):
         lines.append(
-            f"  deep check   ok: {deep['grains']} grains inflated to "
+            f"  deep check   ok: {plural(int(deep['grains']), 'grain')} inflated to "
             f"{format_size(int(deep['inflated_bytes']))}"
         )
     elif isinstance(deep, dict):

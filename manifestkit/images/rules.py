@@ -152,7 +152,8 @@ def import_problems(info: ImageInfo) -> list[str]:
                 )
             problems.append(
                 f"this is a {info.subformat} VMDK descriptor whose data is in {len(files)} other "
-                f"file(s); ImportInstance takes one streamOptimized file; {fix}"
+                f"file{'' if len(files) == 1 else 's'}; ImportInstance takes one streamOptimized "
+                f"file; {fix}"
             )
         elif info.subformat == "monolithicSparse":
             problems.append(

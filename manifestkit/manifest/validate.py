@@ -214,7 +214,8 @@ class _Checker:
             self.add(
                 f"{_PARTS}/@count",
                 "count",
-                f'parts count="{header.part_count}" but the manifest has {self.seen} part(s)',
+                f'parts count="{header.part_count}" but the manifest has {self.seen} '
+                f"part{'' if self.seen == 1 else 's'}",
             )
         if self.seen:
             self._check_cover(header)

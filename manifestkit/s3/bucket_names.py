@@ -24,7 +24,8 @@ _RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 def bucket_name_problem(name: str) -> str | None:
     """Why S3 would refuse ``name`` as a bucket name, or ``None`` when it is acceptable."""
     if not 3 <= len(name) <= 63:
-        return f"is {len(name)} characters long; S3 bucket names are 3 to 63 characters"
+        unit = "character" if len(name) == 1 else "characters"
+        return f"is {len(name)} {unit} long; S3 bucket names are 3 to 63 characters"
     if not _CHARS.match(name):
         return "may contain only lowercase letters, digits, dots (.) and hyphens (-)"
     if not (name[0].isalnum() and name[-1].isalnum()):

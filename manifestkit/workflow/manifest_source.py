@@ -376,11 +376,14 @@ def describe(path: str) -> DescribedManifest:
                 expires_at = min(expires_at, parse_presigned_url(part.get_url).expires_at)
             if plan.count != header.part_count:
                 raise ManifestError(
-                    f"{path}: {header.part_count} parts of a {header.size}-byte "
-                    f"image cannot be {part.size} bytes each"
+                    f"{path}: {header.part_count} part{'' if header.part_count == 1 else 's'} "
+                    f"of a {header.size}-byte image cannot be {part.size} bytes each"
                 )
         if part.index >= plan.count:
-            raise ManifestError(f"{path}: part {part.index} is beyond the {plan.count} parts")
+            raise ManifestError(
+                f"{path}: part {part.index} is beyond the "
+                f"{plan.count} part{'' if plan.count == 1 else 's'}"
+            )
         expected = plan.part(part.index)
         if (part.start, part.end, part.key) != (expected.start, expected.end, expected.key):
             raise ManifestError(

@@ -201,3 +201,20 @@ def test_item12_format_mismatch_does_not_suggest_convert(capsys, sandbox, bucket
     assert code == 2 and out == ""
     assert "--format RAW was given but the content is VMDK" in err
     assert "--convert" not in err and "--format VMDK" in err
+
+
+def test_item12_counts_of_one_read_as_one(tmp_path: Path) -> None:
+    """'1 part', '1 other file', '1 character' wherever a count may be one."""
+    from manifestkit.images import inspect_image
+    from manifestkit.s3.bucket_names import validate_bucket_name
+
+    descriptor = tmp_path / "flat.vmdk"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "vmdk", "-o", "subformat=monolithicFlat"]
+        + [str(descriptor), "1M"],
+        check=True,
+    )
+    (problem,) = inspect_image(str(descriptor)).problems
+    assert "data is in 1 other file;" in problem
+    with pytest.raises(UsageError, match="is 1 character long"):
+        validate_bucket_name("x")
