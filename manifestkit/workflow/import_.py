@@ -158,11 +158,19 @@ def _disk_from_manifest_url(
     with local_manifest(url, policy=UrlPolicy.from_settings(settings)) as path:
         header, parts = iter_manifest(path)
         parts.close()  # type: ignore[attr-defined]
+    # the volume holds what EC2 is told the image is (Image.Bytes = size): never below that
+    needed = volume_gib_for(0, header.size)
+    if volume_gib is not None and volume_gib < needed:
+        raise UsageError(
+            f"--volume-size {volume_gib} GiB is smaller than the manifest's {header.size}-byte "
+            "image",
+            fix=f"give at least {needed}",
+        )
     return DiskImageSpec(
         format=header.file_format.upper(),
         file_bytes=header.size,
         manifest_url=url,
-        volume_gib=volume_gib or header.volume_size,
+        volume_gib=volume_gib or max(header.volume_size, needed),
     )
 
 
