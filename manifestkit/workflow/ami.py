@@ -52,7 +52,7 @@ from manifestkit.ec2_images import (
 )
 from manifestkit.errors import ManifestkitError, RemoteError, UsageError
 from manifestkit.progress import NoProgress, Progress
-from manifestkit.workflow.ami_journal import CopyRecord, Journal, open_journal
+from manifestkit.workflow.ami_journal import CopyRecord, Journal, new_journal, open_journal
 from manifestkit.workflow.import_ import ConversionTaskFailed
 from manifestkit.workflow.upload import UploadRequest, upload_image
 from manifestkit.workflow.upload_state import find_state
@@ -67,6 +67,7 @@ ENV_STOP = "MANIFESTKIT_AMI_TEST_STOP"
 #: the checkpoints, in order: before each step, and between a creating call and its journal entry
 CHECKPOINTS = (
     "upload",
+    "upload-done",
     "import",
     "import-called",
     "snapshot",
@@ -268,6 +269,15 @@ class _AmiRun:
         )
         self.copy_regions: list[str] = []
         self._clients: dict[str, Any] = {self.region: self.ec2}
+        if self.journal.record.step == "done" and self._finished_image_gone():
+            # the AMI of a finished run was deregistered since: this is a new run
+            self.journal.record = new_journal(request.upload.image, request.name, self.region)
+            self.journal.update()
+            self.journal.continued = False
+
+    def _finished_image_gone(self) -> bool:
+        image_id = self.journal.record.image_id
+        return image_id is None or ec2_images.describe_image(self.ec2, image_id) is None
 
     # ------------------------------------------------------------------ helpers
 
@@ -373,6 +383,7 @@ class _AmiRun:
             progress=self.progress,
             notify=self.notify,
         )
+        self.checkpoint("upload-done")
         self.journal.update(
             manifest_url=result.manifest_url,
             bucket=result.bucket,

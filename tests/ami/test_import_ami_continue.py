@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +70,16 @@ def test_ctrl_c_at_each_step_then_the_same_command_continues(
     _assert_one_of_each(sandbox, ec2, s3, bucket, name, result)
 
 
-#: SIGKILL where it differs from Ctrl-C: mid-upload, and between a creating call and the
-#: journal entry of its id (the next run must find what the call made)
-KILL_STEPS = ("upload", "import-called", "snapshot-called", "register-called", "copy-called")
+#: SIGKILL where it differs from Ctrl-C: around the upload (its own record is continued), and
+#: between a creating call and the journal entry of its id (the next run must find what it made)
+KILL_STEPS = (
+    "upload",
+    "upload-done",
+    "import-called",
+    "snapshot-called",
+    "register-called",
+    "copy-called",
+)
 
 
 @pytest.mark.slow
@@ -100,3 +108,55 @@ def test_kill_9_at_a_step_then_the_same_command_continues(
     result = json.loads(done.stdout)
     assert result["continued"] is True
     _assert_one_of_each(sandbox, ec2, s3, bucket, name, result)
+
+
+def test_a_finished_run_again_reports_its_ami_and_after_deregistering_makes_a_new_one(
+    ami: Any, image_file: Any, name: str, ec2: Any, s3: Any, bucket: str
+) -> None:
+    image = image_file("raw")
+    code, first, err = ami(image, name)
+    assert code == 0, err
+    code, again, err = ami(image, name)
+    assert code == 0, err
+    assert again["image_id"] == first["image_id"] and again["continued"] is True
+    assert len(tasks_for_bucket(ec2, bucket)) == 1
+    ec2.deregister_image(ImageId=first["image_id"])
+    code, fresh, err = ami(image, name)
+    assert code == 0, err
+    assert fresh["image_id"] != first["image_id"] and fresh["run_id"] != first["run_id"]
+    assert fresh["continued"] is False
+    (found,) = images_named(ec2, name)
+    assert found["ImageId"] == fresh["image_id"]
+    assert len(tasks_for_bucket(ec2, bucket)) == 2 and bucket_keys(s3, bucket) == []
+
+
+@pytest.mark.slow
+def test_kill_9_in_the_middle_of_the_upload_continues_that_upload(
+    tmp_path: Path, name: str, sandbox: Any, ec2: Any, s3: Any, bucket: str
+) -> None:
+    image = tmp_path / "disk.raw"
+    image.write_bytes(os.urandom(1 << 20))
+    argv = [sys.executable, "-m", "manifestkit", "--output", "json", "import-ami", str(image),
+            "--name", name, "--part-size", "32KiB", "--workers", "1",
+            *sandbox_flags(sandbox, bucket, tmp_path / "state")]  # fmt: skip
+    env = {**os.environ, **sandbox.env(), "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while len(bucket_keys(s3, bucket)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+        assert process.stderr is not None
+        process.stderr.close()
+    sent = bucket_keys(s3, bucket)
+    assert sent and not any(k.endswith("manifest.xml") for k in sent), "killed too late"
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["continued"] is True
+    assert f"uploading {image} (continuing)" in done.stderr  # the same upload, not a new one
+    assert len(tasks_for_bucket(ec2, bucket)) == 1 and bucket_keys(s3, bucket) == []
+    (found,) = images_named(ec2, name)
+    assert found["ImageId"] == result["image_id"]
