@@ -306,6 +306,7 @@ class _AmiRun:
 
     def check_inputs(self) -> None:
         """Bad input found before a byte is uploaded: a taken name, an unknown region."""
+        self._check_image()
         self._check_architecture()
         taken = ec2_images.image_named(self.ec2, self.request.name)
         if taken is not None and taken.id != self.j.image_id and not self.ours(taken):
@@ -319,6 +320,23 @@ class _AmiRun:
                 and not self.ours(taken)
             ):
                 raise _name_taken(self.request.name, region, taken)
+
+    def _check_image(self) -> None:
+        """An image EC2 cannot import is refused before a bucket is made or a byte is sent
+        (the upload itself checks again, after creating the bucket)."""
+        upload = self.request.upload
+        if upload.convert or upload.dont_verify_format or self.j.manifest_url or self.j.task_id:
+            return
+        from manifestkit.errors import NotImportableError
+        from manifestkit.images import inspect_image
+
+        info = inspect_image(upload.image, format=upload.format)
+        if not info.importable:
+            raise NotImportableError(
+                f"{upload.image}: EC2 cannot import this image: {' '.join(info.problems)}",
+                fix="pass --convert to upload a converted copy, or convert it yourself "
+                "(manifestkit convert)",
+            )
 
     def _check_architecture(self) -> None:
         """Refuse an architecture the image says it is not (its GPT's DPS partition types);

@@ -262,6 +262,5 @@ def open_journal(
         if (journal.image, journal.name, journal.region) != (os.path.abspath(image), name, region):
             raise _bad(path, "it records another image, name or region")
         return Journal(journal, path, continued=True)
-    fresh = Journal(new_journal(image, name, region), path)
-    write_journal(path, fresh.record)
-    return fresh
+    # written at its first update: input refused before then leaves no file behind
+    return Journal(new_journal(image, name, region), path)

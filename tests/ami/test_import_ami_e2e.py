@@ -190,3 +190,25 @@ def test_local_runs_in_an_embedded_sandbox(tmp_path: Path, image_file: Any, caps
     assert result["image_id"].startswith("ami-") and result["journal"] is None
     # --local leaves nothing beside the image: no journal, no upload record
     assert sorted(p.name for p in image.parent.iterdir()) == [image.name]
+
+
+def test_a_non_importable_image_is_refused_first_and_convert_makes_it_an_ami(
+    ami: Any, tmp_path: Path, name: str, ec2: Any, s3: Any, bucket: str
+) -> None:
+    import subprocess
+
+    from tests.ami.conftest import SAMPLES
+
+    sparse = tmp_path / "sparse.vmdk"  # monolithicSparse: EC2 refuses it
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", str(SAMPLES / "tiny.raw"),
+                    str(sparse)], check=True, capture_output=True)  # fmt: skip
+    code, _, err = ami(sparse, name)
+    assert code == 2
+    assert "EC2 cannot import this image" in err and "--convert" in err
+    assert bucket_keys(s3, bucket) == [] and tasks_for_bucket(ec2, bucket) == []
+    code, result, err = ami(sparse, name, "--convert")
+    assert code == 0, err
+    (task,) = tasks_for_bucket(ec2, bucket)
+    assert task["ImportVolume"]["Image"]["Format"] == "VMDK"
+    assert images_named(ec2, name)[0]["ImageId"] == result["image_id"]
+    assert bucket_keys(s3, bucket) == []

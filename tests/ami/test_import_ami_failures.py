@@ -58,7 +58,7 @@ def _register_directly(ec2: Any, name: str) -> str:
 
 
 def test_a_name_already_taken_names_the_existing_ami(
-    ami: Any, image_file: Any, name: str, ec2: Any, s3: Any, bucket: str
+    ami: Any, image_file: Any, name: str, ec2: Any, s3: Any, bucket: str, tmp_path: Path
 ) -> None:
     existing = _register_directly(ec2, name)
     code, _, err = ami(image_file("raw"), name)
@@ -66,6 +66,7 @@ def test_a_name_already_taken_names_the_existing_ami(
     line = _one_error_line(err)
     assert f"already taken in us-east-1 by {existing}" in line
     assert bucket_keys(s3, bucket) == [] and tasks_for_bucket(ec2, bucket) == []
+    assert not list((tmp_path / "state").glob("*"))  # no journal for a run that never started
     assert [i["ImageId"] for i in images_named(ec2, name)] == [existing]
 
 
