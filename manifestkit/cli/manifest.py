@@ -8,6 +8,7 @@ locally. It talks to neither S3 nor EC2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -124,7 +125,9 @@ def _register_validate(
         f"  manifestkit validate --at {SAMPLE_VALID_AT} {samples_path() / 'sample-manifest.xml'}",
         formatter_class=_DescriptionWrapped,
     )
-    parser.add_argument("manifest", metavar="MANIFEST", help="the manifest file, or - for stdin")
+    parser.add_argument(
+        "manifest", metavar="MANIFEST", help="the manifest file, its URL, or - for stdin"
+    )
     parser.add_argument(
         "--verify-signatures",
         action="store_true",
@@ -305,13 +308,23 @@ def run_validate(args: argparse.Namespace) -> int:
         except ImageError as exc:
             raise UsageError(f"--image: {exc}") from exc
     now = args.at or dt.datetime.now(dt.timezone.utc)
-    problems = validate_manifest(
-        source,
-        credentials=credentials,
-        now=now,
-        capacity_bytes=capacity,
-        file_bytes=file_bytes,
-    )
+    from manifestkit.s3.url_policy import UrlPolicy
+    from manifestkit.workflow.manifest_source import is_url, local_manifest
+
+    # URLs pointing anywhere but AWS and the configured endpoint are problems (SECURITY.md);
+    # a manifest given by URL is fetched within the same bounds as verify's
+    policy = UrlPolicy.from_settings(aws_settings_from(args))
+    with contextlib.ExitStack() as stack:
+        if isinstance(source, str) and is_url(source):
+            source = stack.enter_context(local_manifest(source, policy=policy))
+        problems = validate_manifest(
+            source,
+            credentials=credentials,
+            now=now,
+            capacity_bytes=capacity,
+            file_bytes=file_bytes,
+            url_policy=policy,
+        )
     errors = errors_only(problems)
     warnings = [p for p in problems if p.severity == "warning"]
     name = args.manifest

@@ -80,7 +80,9 @@ class _Deleter:
         expected_owner: str | None,
         now: dt.datetime | None,
         http: PresignedHttp,
+        layout: UploadLayout,
     ) -> None:
+        self.layout = layout
         self.bucket = bucket
         self.http = http
         self._s3_client = s3_client
@@ -124,6 +126,14 @@ class _Deleter:
                     fix="check the URL, or delete with credentials",
                 )
             log.debug("delete URL for %s expired; using credentials", key)
+        if not self.layout.may_use_credentials(key):
+            raise UsageError(
+                f"s3://{self.bucket}/{key}: its delete URL "
+                f"{'has expired' if url else 'is missing'} and the key is not named as the "
+                f"upload's part ({self.layout.folder}/{self.layout.basename}.partN): not "
+                "deleting it with your credentials",
+                fix="delete it yourself if it really is yours",
+            )
         try:
             self.s3(key).delete_object(Bucket=self.bucket, Key=key, **self.owner)
         except botocore.exceptions.ClientError as exc:
@@ -147,9 +157,22 @@ class UploadLayout:
     manifest_key: str
     #: scheme://host[:port] every URL uses
     endpoint: str
+    #: the part keys' common name: ``{folder}/{basename}.part{N}`` (from the manifest key)
+    basename: str = ""
+
+    def may_use_credentials(self, key: str) -> bool:
+        """Only the EC2 tools' names are deleted with the user's credentials: the manifest key
+        and ``{folder}/{basename}.part{N}`` (a crafted manifest cannot aim them at other keys
+        in the folder, such as ``payroll/important.db``)."""
+        if key == self.manifest_key:
+            return True
+        stem = f"{self.folder}/{self.basename}.part"
+        return key.startswith(stem) and key[len(stem) :].isdigit() and key[len(stem) :].isascii()
 
 
-def check_layout(path: str, name: str, policy: UrlPolicy) -> UploadLayout:
+def check_layout(
+    path: str, name: str, policy: UrlPolicy, now: dt.datetime | None = None
+) -> UploadLayout:
     """Prove the manifest at ``path`` describes one upload (module doc) or raise ``ManifestError``
     naming the first offending element. Streams the manifest; nothing is sent anywhere."""
     from manifestkit.manifest import errors_only, iter_manifest, validate_manifest
@@ -186,7 +209,11 @@ def check_layout(path: str, name: str, policy: UrlPolicy) -> UploadLayout:
             f"({{prefix}}/{{upload-id}}/{{name}}{MANIFEST_KEY_SUFFIX})",
         )
     layout = UploadLayout(
-        destruct.bucket, folder, manifest_key, f"{destruct.scheme}://{destruct.host}"
+        destruct.bucket,
+        folder,
+        manifest_key,
+        f"{destruct.scheme}://{destruct.host}",
+        leaf[: -len(MANIFEST_KEY_SUFFIX)],
     )
 
     def same_object(at: str, url: str, key: str) -> None:
@@ -208,6 +235,15 @@ def check_layout(path: str, name: str, policy: UrlPolicy) -> UploadLayout:
             raise refuse(
                 f"{at}/key",
                 f"{part.key!r} is not a part in the upload's folder {folder + '/'!r}",
+            )
+        if not layout.may_use_credentials(part.key) and (
+            part.delete_url is None or url_expired(part.delete_url, now)
+        ):
+            raise refuse(
+                f"{at}/delete-url",
+                f"{'expired' if part.delete_url else 'missing'} for {part.key!r}, which is not "
+                f"named as the upload's part ({folder}/{layout.basename}.partN): your "
+                "credentials delete only an upload's own names",
             )
         for field, url in (
             ("head-url", part.head_url),
@@ -262,7 +298,7 @@ def delete_upload(
                 ) from exc
             log.warning("the manifest %s is already gone; nothing to delete", name)
             return DeleteReport(name, info.bucket, info.key, 0, 0, 0, False, already_gone=True)
-        layout = check_layout(path, name, policy)
+        layout = check_layout(path, name, policy, now)
         bucket, manifest_key = layout.bucket, layout.manifest_key
         header, parts = iter_manifest(path)
         if active_task_check is not None and not ignore_active_task:
@@ -274,7 +310,7 @@ def delete_upload(
                     "--ignore-active-task",
                 )
         http = PresignedHttp(policy=policy, limits=limits)
-        deleter = _Deleter(bucket, s3_client, expected_owner, now, http)
+        deleter = _Deleter(bucket, s3_client, expected_owner, now, http, layout)
         counts = {"url": 0, "authenticated": 0, "parts": 0}
 
         def on_result(part: Any, how: str) -> None:

@@ -45,9 +45,6 @@ from manifestkit.s3.errors import translate
 from manifestkit.s3.presigned_http import HttpFailure, Limits, PresignedHttp, redact
 from manifestkit.s3.url_policy import UrlPolicy
 
-#: seconds to wait for the server when fetching a manifest by URL
-HTTP_TIMEOUT = 60.0
-
 #: the largest image the importer takes, and the smallest part its tools cut (see the module doc)
 MAX_IMAGE_BYTES = 16 << 40
 MIN_PART_BYTES = 10 << 20
@@ -242,7 +239,7 @@ def _fetch(
 
     _check_complete(url)
     name = redact(url)
-    client = PresignedHttp(policy=policy, limits=limits or Limits(timeout=HTTP_TIMEOUT), attempts=2)
+    client = PresignedHttp(policy=policy, limits=limits, attempts=2)
     sink = _ManifestSink(out, os.path.dirname(tmp), name)
 
     def copy(body: Any) -> None:

@@ -40,13 +40,13 @@ def test_every_command_prints_one_json_document(
         *run(capsys, ["manifest", image, "-b", bucket, "--output-file", manifest, *JSON, *aws])
     )
     assert doc["manifest"] == manifest
-    doc = _one_document(*run(capsys, ["validate", manifest, *JSON]))
+    endpoint = ["--s3-endpoint-url", sandbox.s3_endpoint_url]  # the sandbox is on loopback
+    doc = _one_document(*run(capsys, ["validate", manifest, *JSON, *endpoint]))
     assert doc["valid"] is True
     assert [p for p in doc["problems"] if p["severity"] == "error"] == []
 
     doc = _one_document(*run(capsys, ["upload", image, "-b", bucket, *JSON, *aws]))
     url = doc["manifest_url"]
-    endpoint = ["--s3-endpoint-url", sandbox.s3_endpoint_url]  # the sandbox is on loopback
     verified = _one_document(*run(capsys, ["verify", url, "--image", image, *JSON, *endpoint]))
     assert verified["problems"] == []
     assert _one_document(*run(capsys, ["resume", url, image, *JSON, *aws]))["kept"] >= 1
