@@ -1,12 +1,78 @@
-"""Files that hold bearer tokens or account details: written whole, atomically, mode 0600."""
+"""Files that hold bearer tokens or account details: written whole, atomically, mode 0600.
+
+Temporary files are locked (``flock``) for as long as their writer lives, so a temp file left by
+a process that was killed (SIGKILL, a power cut: no clean-up code runs) is told apart from one
+being written right now, and ``remove_stale`` removes it the next time a file of that kind is
+written in that folder.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
+
+
+def remove_stale(directory: str, prefix: str, suffix: str) -> int:
+    """Remove ``{prefix}*{suffix}`` files in ``directory`` that a dead writer left; the count.
+
+    Only regular files owned by this user whose lock nobody holds, and only in a folder where
+    nobody else can swap names under us (not writable by others, or sticky like /tmp).
+    """
+    try:
+        folder = os.stat(directory)
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    shared = folder.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    if shared and not folder.st_mode & stat.S_ISVTX:
+        return 0
+    uid = os.getuid()
+    removed = 0
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(suffix)):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            info = os.lstat(path)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != uid:
+                continue
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            opened = os.fstat(fd)
+            if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live writer holds it
+            again = os.lstat(path)
+            if (again.st_dev, again.st_ino) == (info.st_dev, info.st_ino):
+                os.unlink(path)
+                removed += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return removed
+
+
+def locked_temp_file(directory: str | None, prefix: str, suffix: str) -> tuple[int, str]:
+    """``mkstemp`` (mode 0600), locked for this process's lifetime; stale siblings removed."""
+    folder = directory if directory is not None else tempfile.gettempdir()
+    remove_stale(folder, prefix, suffix)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # a file system without flock: the file is still private and removed on error
+        pass
+    return fd, tmp
 
 
 @contextlib.contextmanager
@@ -17,19 +83,20 @@ def atomic_private_file(
 
     The temp file is created 0600 (mkstemp), so presigned URLs or state never sit
     world-readable, and a reader never sees half a file: ``path`` is replaced only once the new
-    content is complete. On any error (Ctrl-C included) the temp file is removed and ``path`` is
-    untouched.
+    content is complete. On any error (Ctrl-C, SIGTERM/SIGHUP through the CLI, included) the
+    temp file is removed and ``path`` is untouched; one a killed writer left is removed by the
+    next write in that folder (``remove_stale``). The rename happens while the lock is held.
     """
     target = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
+    fd, tmp = locked_temp_file(directory, prefix, ".tmp")
     try:
         with os.fdopen(fd, mode, buffering=buffering) as out:
             yield out
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(tmp, 0o600)  # mkstemp's mode already; stays so whatever the platform did
-        os.replace(tmp, target)
+            os.chmod(tmp, 0o600)  # mkstemp's mode already; stays so whatever the platform did
+            os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -386,12 +386,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     debug = bool(getattr(args, "debug", False))
     _configure_logging(debug)
+    from manifestkit.termination import Terminated, signals_as_interrupts
+
     try:
-        code = int(args.run(args) or 0)
+        with signals_as_interrupts():  # clean-up code runs on SIGTERM/SIGHUP as on Ctrl-C
+            code = int(args.run(args) or 0)
     except ManifestkitError as exc:
         if debug:  # the traceback, then the same one line as without --debug
             traceback.print_exc(file=sys.stderr)
         return _fail(json_output, exc, manifest_url=getattr(exc, "manifest_url", None))
+    except Terminated as exc:
+        print(f"manifestkit: terminated ({exc.name})", file=sys.stderr)
+        code = exc.exit_code
     except KeyboardInterrupt:
         print("manifestkit: interrupted", file=sys.stderr)
         code = 130

@@ -45,6 +45,9 @@ ALGORITHM = "AWS4-HMAC-SHA256"
 #: SigV4 presigned URLs are valid for at most 7 days (S3 API Reference, "Authenticating Requests:
 #: Using Query Parameters": "the maximum expiration time is 7 days").
 MAX_EXPIRES_SECONDS = 604800
+#: how far a request's time may be from S3's clock: 15 minutes (RequestTimeTooSkewed; a presigned
+#: URL dated further ahead is "not valid yet")
+MAX_SKEW = timedelta(minutes=15)
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _CREDENTIAL_SHAPE = '"<YOUR-AKID>/YYYYMMDD/REGION/SERVICE/aws4_request"'
@@ -85,6 +88,10 @@ class Failure(enum.Enum):
     UNKNOWN_KEY = "unknown-key"
     #: presigned URL used after X-Amz-Date + X-Amz-Expires
     EXPIRED = "expired"
+    #: presigned URL dated more than MAX_SKEW in the future (S3: 403 "Request is not valid yet")
+    NOT_YET_VALID = "not-yet-valid"
+    #: header-signed request whose time is more than MAX_SKEW off (S3: 403 RequestTimeTooSkewed)
+    SKEWED = "skewed"
     #: the signature does not match (wrong secret, tampered URL, other method...)
     SIGNATURE = "signature"
     #: S3 header auth without x-amz-content-sha256
@@ -488,6 +495,13 @@ def verify(
         if parsed.expires is None:  # parse_auth always sets it; a hand-made ParsedAuth may not
             raise AuthError(Failure.MALFORMED, "X-Amz-Expires is missing", query_auth=True)
         expires_at = parsed.amz_date + timedelta(seconds=parsed.expires)
+        if s3 and parsed.amz_date - now > MAX_SKEW:
+            raise AuthError(
+                Failure.NOT_YET_VALID,
+                "Request is not valid yet",
+                query_auth=True,
+                details=(("X-Amz-Date", parsed.amz_date_text), ("ServerTime", iso_time(now))),
+            )
         if now > expires_at:
             raise AuthError(
                 Failure.EXPIRED,
@@ -503,6 +517,17 @@ def verify(
         # signs the body of other services' presigned requests.
         payload_hash = UNSIGNED_PAYLOAD if s3 else body_sha256()
     else:
+        if s3 and abs(parsed.amz_date - now) > MAX_SKEW:
+            raise AuthError(
+                Failure.SKEWED,
+                "The difference between the request time and the current time is too large.",
+                query_auth=False,
+                details=(
+                    ("RequestTime", parsed.amz_date_text),
+                    ("ServerTime", iso_time(now)),
+                    ("MaxAllowedSkewMilliseconds", str(int(MAX_SKEW.total_seconds() * 1000))),
+                ),
+            )
         payload_hash = environ.get("HTTP_X_AMZ_CONTENT_SHA256", "")
         if not payload_hash:
             if s3:

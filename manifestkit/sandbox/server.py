@@ -179,6 +179,8 @@ _S3_FAILURES: dict[Failure, tuple[str, int]] = {
     Failure.EXPIRES_TOO_LONG: ("AuthorizationQueryParametersError", 400),
     Failure.UNKNOWN_KEY: ("InvalidAccessKeyId", 403),
     Failure.EXPIRED: ("AccessDenied", 403),
+    Failure.NOT_YET_VALID: ("AccessDenied", 403),
+    Failure.SKEWED: ("RequestTimeTooSkewed", 403),
     Failure.SIGNATURE: ("SignatureDoesNotMatch", 403),
     Failure.MISSING_CONTENT_SHA256: ("InvalidRequest", 400),
 }
@@ -195,6 +197,8 @@ _EC2_FAILURES: dict[Failure, tuple[str, int, str | None]] = {
         "AWS was not able to validate the provided access credentials",
     ),
     Failure.EXPIRED: ("RequestExpired", 400, "Request has expired."),
+    Failure.NOT_YET_VALID: ("AuthFailure", 401, "Request is not valid yet."),
+    Failure.SKEWED: ("RequestExpired", 400, "Request has expired."),
     Failure.SIGNATURE: (
         "SignatureDoesNotMatch",
         403,

@@ -39,6 +39,7 @@ from typing import Any
 import botocore.exceptions
 
 from manifestkit.errors import ManifestError, ManifestkitError, RemoteError, UsageError
+from manifestkit.files import locked_temp_file
 from manifestkit.parts import PartPlan
 from manifestkit.s3.bucket_checks import owner_args
 from manifestkit.s3.errors import translate
@@ -83,7 +84,8 @@ def _expired_answer(body: bytes) -> bool:
 
 
 def _temp_copy() -> tuple[int, str]:
-    return tempfile.mkstemp(prefix="manifestkit-manifest-", suffix=".xml")  # mode 0600
+    # mode 0600, locked while we live; copies that killed runs left are removed here
+    return locked_temp_file(None, "manifestkit-manifest-", ".xml")
 
 
 @contextlib.contextmanager
