@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -102,7 +103,28 @@ def refuse_local(args: argparse.Namespace, command: str) -> None:
         )
 
 
+def _warn_secret_on_command_line(args: argparse.Namespace) -> None:
+    """A secret in argv is readable by every local user (ps, /proc/PID/cmdline): say so, once."""
+    given = [
+        flag
+        for dest, flag in (
+            ("secret_key", "-W/--aws-secret-key"),
+            ("security_token", "-T/--security-token"),
+        )
+        if getattr(args, dest, None)
+    ]
+    if given and not getattr(args, "_warned_secret", False):
+        args._warned_secret = True
+        logging.getLogger("manifestkit").warning(
+            "%s on the command line is visible to other users in the process list; set "
+            "AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN) in the environment or use a profile "
+            "(--profile) instead",
+            " and ".join(given),
+        )
+
+
 def aws_settings_from(args: argparse.Namespace) -> AwsSettings:
+    _warn_secret_on_command_line(args)
     return AwsSettings(
         profile=args.profile,
         region=args.region,

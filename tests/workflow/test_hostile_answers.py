@@ -244,3 +244,17 @@ def test_the_manifest_cap_follows_what_the_manifest_declares(server, fast_limits
     assert "sends more than the" in err
     declared = int(err.split("sends more than the ")[1].split()[0])
     assert declared < 100_000 < len(sent)
+
+
+def test_a_part_url_redirecting_elsewhere_is_a_problem_not_a_request_there(server, other, tmp_path):
+    image = random_image(tmp_path / "disk.raw", 2048)
+
+    def get(index, chunk):
+        return hostile.redirect(other.url(f"/stolen{index}"), 307)
+
+    _served_parts(server, image.read_bytes(), get)
+    url = hostile.signer(server.endpoint).url("GET", "bkt", "up/u1/disk.rawmanifest.xml")
+    code, out, err = run_cli("verify", url, "--s3-endpoint-url", server.endpoint)
+    assert code == 1, err
+    assert out.count("http-error: HEAD answers HTTP 307") == 2
+    assert other.requests == []

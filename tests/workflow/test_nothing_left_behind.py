@@ -90,3 +90,17 @@ def test_stale_files_are_left_alone_where_others_can_write(tmp_path):
     other = shared / ".manifest-link.tmp"
     other.symlink_to(tmp_path / "elsewhere")
     assert remove_stale(str(shared), ".manifest-", ".tmp") == 0 and other.is_symlink()
+
+
+def test_a_secret_key_on_the_command_line_is_warned_about_once(tmp_path):
+    image = random_image(tmp_path / "disk.raw", 4096)
+    argv = ["manifest", str(image), "-b", "bkt", "--output-file", str(tmp_path / "m.xml")]
+    argv += ["--region", "us-east-1", "-O", "AKIDEXAMPLE", "-W", "s3cr3t-value"]
+    code, out, err = run_cli(*argv)
+    assert code == 0, err
+    (line,) = [x for x in err.splitlines() if "process list" in x]
+    assert line.startswith("manifestkit: warning: -W/--aws-secret-key on the command line")
+    assert "AWS_SECRET_ACCESS_KEY" in line and "--profile" in line
+    assert "s3cr3t-value" not in err + out
+    code, out, err = run_cli(*argv[:-4], "--region", "us-east-1")  # no secret given: no warning
+    assert "process list" not in err
