@@ -96,3 +96,25 @@ def test_item10_kinds_are_stable_snake_case() -> None:
 
 def test_item10_main_returns_instead_of_exiting_on_usage_errors() -> None:
     assert main(["inspect"]) == 2
+
+
+def test_item10_an_import_that_fails_after_the_upload_names_its_manifest_once(
+    capsys, monkeypatch
+) -> None:
+    """The upload's manifest URL rides in the one error document (it was a second document)."""
+    import manifestkit.workflow as workflow
+    from manifestkit.errors import RemoteError
+
+    def failing_import(*args: Any, **kwargs: Any) -> Any:
+        error = RemoteError("ImportVolume failed", fix="see the status")
+        error.manifest_url = "http://127.0.0.1:9/bkt/m.xml?X-Amz-Signature=abc"  # type: ignore[attr-defined]
+        raise error
+
+    monkeypatch.setattr(workflow, "import_volume", failing_import)
+    argv = ["import-volume", str(RAW), "-z", "us-east-1a", "-b", "bkt", "--region", "us-east-1"]
+    got, out, _ = run(capsys, *argv, "--output", "json")
+    error = one_error(out)
+    assert got == 1 and error["kind"] == "remote_error"
+    assert error["manifest_url"].endswith("X-Amz-Signature=abc")
+    got, out, _ = run(capsys, *argv)  # text: the URL is the result on stdout, as upload prints it
+    assert got == 1 and out == "http://127.0.0.1:9/bkt/m.xml?X-Amz-Signature=abc\n"
