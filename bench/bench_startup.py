@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark start-up: ``manifestkit inspect IMAGE`` and ``manifestkit --help`` wall time.
 
-    python bench/bench_startup.py [--runs 15] [--image samples/tiny-stream.vmdk]
+    python bench/bench_startup.py [--runs 15] [--image samples/tiny-stream.vmdk] [--before DIR]
 
 Each round runs, in turn (alternating, so load changes hit all of them alike):
 
@@ -11,9 +11,11 @@ Each round runs, in turn (alternating, so load changes hit all of them alike):
 * ``qemu-img info IMAGE``        a native tool doing the same job (when qemu-img is installed)
 * ``python -c 'import boto3'``   what inspect no longer pays for, for scale
 
-and prints min and median wall seconds of each, the ratio of inspect to the baseline and to
-qemu-img, the 0.12 s goal (issue 12 item 6), and the load average before and after. Children get
-a clean environment (no AWS variables) and the same interpreter as this script.
+and, with ``--before DIR`` (another checkout, e.g. a ``git worktree`` of an older commit), the
+same ``inspect`` run from that tree; it prints min and median wall seconds of each, the ratio of
+inspect to the baseline, to qemu-img and to the --before tree, the 0.12 s goal (issue 12 item 6),
+and the load average before and after. Children get a clean environment (no AWS variables) and
+the same interpreter as this script.
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 GOAL_SECONDS = 0.12
 
 
-def clean_env() -> dict[str, str]:
+def clean_env(root: Path = ROOT) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MANIFESTKIT_"))}
     env["AWS_EC2_METADATA_DISABLED"] = "true"
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(root) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
@@ -51,10 +53,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15, help="rounds (default 15, at least 3)")
     parser.add_argument("--image", default=str(ROOT / "samples" / "tiny-stream.vmdk"))
+    parser.add_argument("--before", type=Path, help="another checkout to time inspect from")
     options = parser.parse_args()
     runs = max(3, options.runs)
     python = sys.executable
     env = clean_env()
+    envs: dict[str, dict[str, str]] = {}
     commands: dict[str, list[str]] = {
         "python -c pass (baseline)": [python, "-c", "pass"],
         "manifestkit inspect IMAGE": [python, "-m", "manifestkit", "inspect", options.image],
@@ -63,15 +67,19 @@ def main() -> int:
     if shutil.which("qemu-img"):
         commands["qemu-img info IMAGE"] = ["qemu-img", "info", options.image]
     commands["python -c 'import boto3'"] = [python, "-c", "import boto3"]
+    if options.before:
+        before = "inspect IMAGE, --before tree"
+        commands[before] = [python, "-m", "manifestkit", "inspect", options.image]
+        envs[before] = clean_env(options.before.resolve())
 
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {runs} alternating rounds")
-    for command in commands.values():  # warm the page cache and the .pyc files
-        wall(command, env)
+    for name, command in commands.items():  # warm the page cache and the .pyc files
+        wall(command, envs.get(name, env))
     times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, command in commands.items():
-            times[name].append(wall(command, env))
+            times[name].append(wall(command, envs.get(name, env)))
     print(f"load average after:  {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{'':34} {'min s':>8} {'median s':>9}")
     for name, values in times.items():
@@ -88,6 +96,12 @@ def main() -> int:
         print(
             f"inspect / qemu-img info: min {min(inspect) / min(qemu):.2f}x, median "
             f"{statistics.median(inspect) / statistics.median(qemu):.2f}x"
+        )
+    if options.before:
+        old = times["inspect IMAGE, --before tree"]
+        print(
+            f"inspect / inspect of the --before tree: min {min(inspect) / min(old):.2f}x, "
+            f"median {statistics.median(inspect) / statistics.median(old):.2f}x"
         )
     verdict = "met" if statistics.median(inspect) <= GOAL_SECONDS else "NOT met"
     print(f"goal: inspect <= {GOAL_SECONDS} s wall (median): {verdict}")
