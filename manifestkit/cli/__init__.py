@@ -417,4 +417,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _unreported_document(code: int) -> dict[str, Any]:
     if code == 130:
         return {"kind": "interrupted", "message": "interrupted", "exit_code": 130}
+    if code > 128:  # 128 + the signal's number (SIGTERM, SIGHUP)
+        return {"kind": "terminated", "message": "terminated by a signal", "exit_code": code}
     return {"kind": "failed", "message": "the command failed (see stderr)", "exit_code": code}

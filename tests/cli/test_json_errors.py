@@ -118,3 +118,15 @@ def test_item10_an_import_that_fails_after_the_upload_names_its_manifest_once(
     assert error["manifest_url"].endswith("X-Amz-Signature=abc")
     got, out, _ = run(capsys, *argv)  # text: the URL is the result on stdout, as upload prints it
     assert got == 1 and out == "http://127.0.0.1:9/bkt/m.xml?X-Amz-Signature=abc\n"
+
+
+def test_item10_a_terminated_command_prints_a_document(capsys, monkeypatch) -> None:
+    import manifestkit.cli.inspect as inspect_cli
+    from manifestkit.termination import Terminated
+
+    def terminated(args: Any) -> int:
+        raise Terminated(15)
+
+    monkeypatch.setattr(inspect_cli, "run", terminated)
+    got, out, _ = run(capsys, "inspect", str(RAW), "--output", "json")
+    assert got == 143 and one_error(out)["kind"] == "terminated"
