@@ -42,7 +42,10 @@ def clean_env(root: Path = ROOT) -> dict[str, str]:
 
 def wall(command: list[str], env: dict[str, str]) -> float:
     started = time.perf_counter()
-    done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # cwd "/": ``python -m`` puts the working folder first on sys.path, before PYTHONPATH
+    done = subprocess.run(
+        command, env=env, cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed: {done.stderr.decode(errors='replace')}")
@@ -52,9 +55,10 @@ def wall(command: list[str], env: dict[str, str]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15, help="rounds (default 15, at least 3)")
-    parser.add_argument("--image", default=str(ROOT / "samples" / "tiny-stream.vmdk"))
+    parser.add_argument("--image", type=Path, default=ROOT / "samples" / "tiny-stream.vmdk")
     parser.add_argument("--before", type=Path, help="another checkout to time inspect from")
     options = parser.parse_args()
+    options.image = str(options.image.resolve())
     runs = max(3, options.runs)
     python = sys.executable
     env = clean_env()

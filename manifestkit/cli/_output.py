@@ -6,7 +6,6 @@ tqdm is imported by the first progress bar, not here: ``inspect`` never draws on
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +27,8 @@ def emitted() -> bool:
 
 def emit_json(document: Any) -> None:
     """The run's one JSON document, on stdout."""
+    import json  # only --output json needs it
+
     global _emitted
     _emitted = True
     json.dump(document, sys.stdout, indent=2, sort_keys=False, default=str)
