@@ -490,7 +490,7 @@ def _check_grain_directory(
 
 
 #: bytes of grain tables ``inspect`` reads to find where the stream's data ends (issue 11 item 2)
-GT_CHECK_BYTES = 256 * 1024
+GT_CHECK_BYTES = 128 * 1024
 #: a grain table entry of 1 is a grain of zeros (FLAG_ZEROED_GRAIN_GTE), not a sector
 _ZERO_GRAIN_GTE = 1
 
