@@ -42,7 +42,7 @@ from manifestkit.convert.streamopt import (
 from manifestkit.errors import ImageError, UsageError
 from manifestkit.images.blocks.device import check_not_mounted
 from manifestkit.images.blocks.disk import SECTOR, VirtualDisk
-from manifestkit.images.rules import volume_gib_for
+from manifestkit.images.rules import check_import_size, volume_gib_for
 from manifestkit.parts import DEFAULT_PART_SIZE
 from manifestkit.progress import NoProgress, Progress
 from manifestkit.s3.part_upload import default_workers, list_existing
@@ -234,6 +234,7 @@ def upload_streamed(
     )
     disk, identity = _open_source(request.image, force=request.force)
     with contextlib.closing(disk):
+        check_import_size(request.image, disk.capacity)  # before a byte is converted or sent
         volume_gib = _requested_volume(request.volume_gib, disk.capacity)
         conn = connect(
             settings,

@@ -67,3 +67,31 @@ def test_issue11_item4_convert_refuses_16tib_before_converting(tmp_path, capsys)
     assert "under 16 TiB" in err and len(err.strip().splitlines()) == 1
     assert "does not read back" not in err
     assert not out.exists()
+
+
+def test_issue11_item4_streamed_convert_upload_refuses_16tib_before_sending(tmp_path, monkeypatch):
+    """``upload --convert`` converts while it uploads: the limit is checked before the bucket is
+    even looked at (a connection attempt fails the test)."""
+    from manifestkit.aws import AwsSettings
+    from manifestkit.errors import NotImportableError
+    from manifestkit.workflow import UploadRequest
+    from manifestkit.workflow import upload as upload_module
+    from manifestkit.workflow.stream_upload import upload_streamed
+
+    def no_connection(*args, **kwargs):
+        raise AssertionError("connected to S3 for a disk that cannot be imported")
+
+    monkeypatch.setattr(upload_module, "connect", no_connection)
+    sparse(tmp_path / "flat.raw", 8 * TiB)
+    sectors = 8 * TiB // 512
+    desc = tmp_path / "huge.vmdk"
+    desc.write_text(
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+        'createType="monolithicFlat"\n\n'
+        f'RW {sectors} FLAT "flat.raw" 0\nRW {sectors} FLAT "flat.raw" 0\n'
+    )
+    request = UploadRequest(
+        image=str(desc), bucket="my-bucket", convert=True, state_dir=str(tmp_path / "state")
+    )
+    with pytest.raises(NotImportableError, match="under 16 TiB"):
+        upload_streamed(request, AwsSettings(region="us-east-1", isolated=True))
