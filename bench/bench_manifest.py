@@ -138,7 +138,7 @@ def main() -> None:
                 "bench",
                 "--part-size",
                 "10MiB",
-                "-o",
+                "--output-file",
                 manifest,
                 "--output",
                 "json",

@@ -70,8 +70,9 @@ def default_workers(cpu_count: int | None = None) -> int:
     """min(8, max(4, 2 x CPUs)).
 
     An upload waits on the network, not the CPU, so more requests in flight than cores pays off
-    until the link is full; but each worker hashes its part twice (Content-MD5 and SigV4's payload
-    SHA-256 on plain HTTP) and holds one part in memory. At least 4 keeps a high-latency link busy;
+    until the link is full; but each worker hashes its part (Content-MD5; the upload client leaves
+    the payload unsigned and adds no CRC32: ``workflow.upload.upload_s3_client``) and holds one
+    part in memory. At least 4 keeps a high-latency link busy;
     at most 8 keeps memory at 8 x part size (80 MiB at the default 10 MiB) and is where a single
     S3 prefix stops scaling per client on one machine (s3transfer defaults to 10).
     """
