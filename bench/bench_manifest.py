@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -88,6 +89,64 @@ def child(argv: list[str], stdout: str) -> tuple[float, float, float]:
     with open(peak_file) as f:
         peak_mib = int(f.read()) / 1024
     return wall, usage.ru_utime + usage.ru_stime, peak_mib
+
+
+def _xmllint() -> str | None:
+    """xmllint (Debian libxml2-utils), installed with apt-get when missing and possible."""
+    found = shutil.which("xmllint")
+    if found is None and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "libxml2-utils"], capture_output=True)
+        found = shutil.which("xmllint")
+    return found
+
+
+def timed_command(cmd: list[str]) -> tuple[float, float]:
+    """(wall s, CPU s) of one command, from wait4."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{cmd[:3]} failed")
+    return time.perf_counter() - start, usage.ru_utime + usage.ru_stime
+
+
+def xmllint_ratio(manifest: str, tmp: str, rounds: int = 3) -> None:
+    """``manifestkit validate`` vs ``xmllint --stream --schema``: alternating runs, CPU time."""
+    xmllint = _xmllint()
+    if xmllint is None:
+        print("    xmllint not found (apt-get install libxml2-utils): no xmllint ratio")
+        return
+    ours, theirs, loads = [], [], []
+    for _ in range(rounds):
+        loads.append(os.getloadavg()[0])
+        theirs.append(
+            timed_command(
+                [xmllint, "--stream", "--noout", "--schema", str(schema_path()), manifest]
+            )
+        )
+        loads.append(os.getloadavg()[0])
+        wall, cpu, rss = child(
+            ["-m", "manifestkit", "validate", manifest], os.path.join(tmp, "v.out")
+        )
+        ours.append((wall, cpu, rss))
+    o_cpu, t_cpu = [r[1] for r in ours], [r[1] for r in theirs]
+    print(
+        f"    xmllint --stream --schema vs manifestkit validate, {rounds} alternating runs "
+        f"(1-min load average at each: {', '.join(f'{x:.2f}' for x in loads)}):"
+    )
+    print(
+        f"      xmllint CPU s: min {min(t_cpu):.2f} median {statistics.median(t_cpu):.2f} "
+        f"(wall {', '.join(f'{r[0]:.2f}' for r in theirs)})"
+    )
+    print(
+        f"      validate CPU s: min {min(o_cpu):.2f} median {statistics.median(o_cpu):.2f} "
+        f"(wall {', '.join(f'{r[0]:.2f}' for r in ours)}), peak RSS "
+        f"{max(r[2] for r in ours):.1f} MiB"
+    )
+    print(
+        f"      ratio validate / xmllint CPU: min-to-min {min(o_cpu) / min(t_cpu):.2f}x, median "
+        f"{statistics.median(o_cpu) / statistics.median(t_cpu):.2f}x (goal <= 1.5x)"
+    )
 
 
 def botocore_per_url() -> tuple[float, float]:
@@ -211,6 +270,7 @@ def main() -> None:
         for label, argv in runs:
             v_wall, v_cpu, v_rss = child(argv, os.path.join(tmp, "validate.out"))
             print(f"    {label}: {v_cpu:.2f} s CPU ({v_wall:.2f} s wall), peak RSS {v_rss:.1f} MiB")
+        xmllint_ratio(manifest, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
