@@ -212,15 +212,18 @@ def run_import_ami(args: argparse.Namespace) -> int:
                 notify=notify,
                 checkpoint=checkpoint,
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        # Ctrl-C, or SIGTERM/SIGHUP (manifestkit.termination.Terminated: exit 128 + signal)
+        name = getattr(stop, "name", None)
+        what = f"terminated ({name})" if name else "interrupted"
         if args.local:
-            print("manifestkit: interrupted (the --local sandbox is gone with it)", file=sys.stderr)
+            print(f"manifestkit: {what} (the --local sandbox is gone with it)", file=sys.stderr)
         else:
             print(
-                "manifestkit: interrupted; nothing was removed. Continue with: "
+                f"manifestkit: {what}; nothing was removed. Continue with: "
                 + _continue_command(args),
                 file=sys.stderr,
             )
-        return 130
+        return int(getattr(stop, "exit_code", 130))
     emit(args, result.to_dict(), _text(result))
     return 0

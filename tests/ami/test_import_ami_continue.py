@@ -161,3 +161,47 @@ def test_kill_9_in_the_middle_of_the_upload_continues_that_upload(
     assert len(tasks_for_bucket(ec2, bucket)) == 1 and bucket_keys(s3, bucket) == []
     (found,) = images_named(ec2, name)
     assert found["ImageId"] == result["image_id"]
+
+
+@pytest.mark.slow
+def test_sigterm_while_waiting_for_the_snapshot_then_the_same_command_continues(
+    image_file: Any,
+    name: str,
+    sandbox: Any,
+    ec2: Any,
+    s3: Any,
+    bucket: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MANIFESTKIT_SANDBOX_SNAPSHOT_DELAY", "3")  # the sandbox's own knob
+    image = image_file("raw")
+    state = tmp_path / "state"
+    argv = [sys.executable, "-m", "manifestkit", "--output", "json", "import-ami", str(image),
+            "--name", name, *sandbox_flags(sandbox, bucket, state)]  # fmt: skip
+    env = {**os.environ, **sandbox.env(), "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 60
+    journal: dict[str, Any] = {}
+    while time.monotonic() < deadline and not journal.get("snapshot_id"):
+        time.sleep(0.05)
+        for path in state.glob("*.manifestkit-ami.json"):
+            journal = json.loads(path.read_text() or "{}")
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "terminated (SIGTERM); nothing was removed. Continue with: manifestkit import-ami" in err
+    assert json.loads(out)["error"]["exit_code"] == 128 + signal.SIGTERM
+    (snapshot,) = ec2.describe_snapshots(SnapshotIds=[journal["snapshot_id"]])["Snapshots"]
+    assert snapshot["State"] == "pending"  # stopped while waiting, not at a checkpoint
+    # the continued run waits for that same snapshot to settle
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["snapshot_id"] == journal["snapshot_id"]
+    assert [s["SnapshotId"] for s in tagged(ec2, "snapshot", result["run_id"])] == [
+        journal["snapshot_id"]
+    ]
+    assert len(tasks_for_bucket(ec2, bucket)) == 1 and bucket_keys(s3, bucket) == []
