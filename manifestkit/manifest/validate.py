@@ -45,8 +45,9 @@ from manifestkit.s3.url_policy import UrlPolicy
 #: after this many problems of one rule the rest are counted, not listed
 MAX_PER_RULE = 20
 #: the xmlschema pass that words XSD failures readably re-reads the document in Python: on a
-#: larger one (a 50 MB attribute took it 145 s and 327 MB) libxml2's own message is given instead
-READABLE_MAX_BYTES = 2 * 1024 * 1024
+#: larger one (a 50 MB attribute took it 145 s and 327 MB; ~2 s a MB) libxml2's own message is
+#: given instead (about 1,000 parts of a manifest still get the readable wording)
+READABLE_MAX_BYTES = 1024 * 1024
 #: a message quotes keys, URLs and values from the manifest: at most this many characters of it
 MAX_MESSAGE_CHARS = 600
 
@@ -488,7 +489,9 @@ def validate_manifest(
         readable = _readable_xsd_problems(source)
         if readable:
             return readable
-        return [Problem(exc.where, "xsd", _bounded(exc.message))]
+        # libxml2 reads ahead: it may stop before the first element was handed over ("/")
+        where = exc.where if exc.where != "/" else "/manifest"
+        return [Problem(where, "xsd", _bounded(exc.message))]
     checker.finish(events.count_text)
     return checker.problems
 
