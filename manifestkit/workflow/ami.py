@@ -337,6 +337,14 @@ class _AmiRun:
                 fix="pass --convert to upload a converted copy, or convert it yourself "
                 "(manifestkit convert)",
             )
+        wanted = self.request.volume_gib
+        if wanted is not None and wanted < info.volume_gib:
+            # the snapshot will be the imported volume's size: the AMI's root cannot be smaller
+            raise UsageError(
+                f"--volume-size {wanted} GiB is smaller than the volume {upload.image} is "
+                f"imported into ({info.volume_gib} GiB)",
+                fix=f"give at least {info.volume_gib}, or leave --volume-size out",
+            )
 
     def _check_architecture(self) -> None:
         """Refuse an architecture the image says it is not (its GPT's DPS partition types);

@@ -28,11 +28,11 @@ RUN_TAG = "manifestkit:run"
 
 @pytest.fixture(autouse=True)
 def quick_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Snapshots and images stay ``pending`` for 0.1 s (so the waiting code runs, briefly)."""
+    """Snapshots and images stay ``pending`` for 0.05 s (so the waiting code runs, briefly)."""
     monkeypatch.setenv("MANIFESTKIT_SANDBOX_POLL_INTERVAL", "0.05")
     monkeypatch.setenv("MANIFESTKIT_SANDBOX_PART_WAIT", "1")
-    monkeypatch.setenv("MANIFESTKIT_SANDBOX_SNAPSHOT_DELAY", "0.1")
-    monkeypatch.setenv("MANIFESTKIT_SANDBOX_IMAGE_DELAY", "0.1")
+    monkeypatch.setenv("MANIFESTKIT_SANDBOX_SNAPSHOT_DELAY", "0.05")
+    monkeypatch.setenv("MANIFESTKIT_SANDBOX_IMAGE_DELAY", "0.05")
     for name in (
         "MANIFESTKIT_SANDBOX_PART_DELAY",
         "MANIFESTKIT_SANDBOX_FAIL_SNAPSHOT",

@@ -256,3 +256,16 @@ def test_a_tampered_journal_is_refused(
     code, _, err = ami(image_file("raw"), name)
     assert code == 2
     assert "not a manifestkit import-ami journal (volume_id" in _one_error_line(err)
+
+
+def test_a_volume_size_smaller_than_the_image_is_refused_first(
+    ami: Any, tmp_path: Path, name: str, ec2: Any, s3: Any, bucket: str
+) -> None:
+    image = tmp_path / "big.raw"
+    with open(image, "wb") as out:
+        out.truncate((1 << 30) + 512)  # sparse: a volume of 2 GiB holds it, 1 GiB does not
+    code, _, err = ami(image, name, "--volume-size", "1")
+    assert code == 2
+    line = _one_error_line(err)
+    assert "--volume-size 1 GiB is smaller than the volume" in line and "(2 GiB)" in line
+    assert bucket_keys(s3, bucket) == [] and tasks_for_bucket(ec2, bucket) == []
