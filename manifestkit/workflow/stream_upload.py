@@ -26,6 +26,7 @@ import datetime as dt
 import json
 import logging
 import os
+import shlex
 import stat
 import uuid
 from collections.abc import Callable, Iterator
@@ -404,8 +405,15 @@ def _send(
         identity=_seed(identity, converter, upload_id),
     )
     chunks = iter(stream)
-    with contextlib.closing(chunks):  # type: ignore[type-var]
-        stats = uploader.run(chunks)
+    try:
+        with contextlib.closing(chunks):  # type: ignore[type-var]
+            stats = uploader.run(chunks)
+    except ImageError as exc:
+        # the disk failed mid-read (an I/O error, a device that shrank): the parts sent so far
+        # are kept, no manifest is written; say how to go on once the disk reads again
+        if request.record_state:
+            raise ImageError(exc.message, fix=_resume_fix(request, exc.fix)) from exc
+        raise
     plan = uploader.plan
     assert plan is not None  # set by run
     target = Target(
@@ -426,6 +434,17 @@ def _send(
         progress=progress,
         cancel=cancel,
         now=now,
+    )
+
+
+def _resume_fix(request: Any, fix: str | None) -> str:
+    words = ["manifestkit", "upload", request.image, "--resume"]
+    if request.state_dir:
+        words += ["--state-dir", request.state_dir]
+    first = fix or "check the disk (dmesg)"
+    return (
+        f"{first}; nothing was passed off as complete (no manifest); once the disk reads "
+        f"again, continue with: {shlex.join(words)}"
     )
 
 

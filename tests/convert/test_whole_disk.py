@@ -151,3 +151,34 @@ def test_a_device_that_shrinks_mid_read_is_one_line(tmp_path: Path) -> None:
                 b"".join(StreamOptimizedStream(disk, name="d.vmdk", workers=2))
         finally:
             disk.close()
+
+
+@needs_losetup
+def test_a_disk_mounted_read_write_is_refused_unless_forced(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("mkfs.ext4") is None:
+        pytest.skip("mkfs.ext4 is unavailable (e2fsprogs not installed)")
+    backing = tmp_path / "fs.img"
+    with open(backing, "wb") as f:
+        f.truncate(16 * MiB)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(backing)], check=True, capture_output=True)
+    point = tmp_path / "mnt"
+    point.mkdir()
+    out = tmp_path / "fs.vmdk"
+    with loop_device(backing) as device:
+        mounted = subprocess.run(["mount", device, str(point)], capture_output=True, check=False)
+        if mounted.returncode:
+            pytest.skip(f"mount is not permitted here: {mounted.stderr.decode().strip()}")
+        try:
+            with pytest.raises(ImageError, match=f"mounted read-write \\({point}\\)") as caught:
+                convert_image(device, out)
+            assert "--force" in (caught.value.fix or "")
+            assert not out.exists()
+            assert main(["convert", device, str(out), "-q"]) == 2
+            assert main(["convert", device, str(out), "-q", "--force"]) == 0
+            subprocess.run(["mount", "-o", "remount,ro", str(point)], check=True)
+            convert_image(device, tmp_path / "ro.vmdk")  # read-only: consistent, no --force
+        finally:
+            subprocess.run(["umount", str(point)], check=False, capture_output=True)

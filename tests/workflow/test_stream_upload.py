@@ -18,8 +18,10 @@ import pytest
 from convert.helpers import SOURCES, needs_qemu, qemu, qemu_make, write_mixed_raw
 from loopdev import loop_device, needs_losetup
 
+from manifestkit.errors import ImageError
 from manifestkit.manifest import read_manifest
-from manifestkit.workflow import UploadRequest
+from manifestkit.progress import NoProgress
+from manifestkit.workflow import UploadRequest, upload_image
 from manifestkit.workflow.stream_upload import upload_streamed
 
 from .faultproxy import FaultProxy
@@ -328,3 +330,37 @@ def test_a_loop_device_streams_converted_and_resumes(s3server, bucket, tmp_path,
             "import-volume", device, "--convert", "--local", "-z", "us-east-1a", "-q"
         )
         assert code == 0, err
+
+
+@needs_losetup
+def test_a_device_that_errors_mid_read_is_one_line_with_the_resume_command(
+    s3server, bucket, tmp_path
+):
+    backing = random_image(tmp_path / "failing.img", 8 * MiB, seed=45)
+    states = tmp_path / "states"
+
+    class CutsTheDisk(NoProgress):
+        """Truncates the loop device's file once a MiB is converted: the device still says
+        8 MiB, and reads past the file's new end fail with EIO, as a failing disk's do."""
+
+        done = 0
+
+        def advance(self, amount: int) -> None:
+            self.done += amount
+            if self.done >= MiB:
+                os.truncate(backing, 2 * MiB)
+
+    with loop_device(backing) as device:
+        request = UploadRequest(
+            image=device, bucket=bucket, part_size=PART, state_dir=str(states), convert=True
+        )
+        with pytest.raises(ImageError) as caught:
+            upload_image(request, s3server.settings(), progress=CutsTheDisk())
+    error = caught.value
+    assert error.message.startswith(f"{device}: ") and "Input/output error" in error.message
+    assert f"manifestkit upload {device} --resume --state-dir {states}" in (error.fix or "")
+    assert "\n" not in error.message + (error.fix or "")
+    listed = s3server.client().list_objects_v2(Bucket=bucket).get("Contents", [])
+    assert listed and not [o for o in listed if o["Key"].endswith("manifest.xml")]
+    state = json.loads(next(states.iterdir()).read_text())
+    assert not state["complete"] and state["file_bytes"] == 0
