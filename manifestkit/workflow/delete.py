@@ -108,7 +108,11 @@ class _Deleter:
                 answer, _ = self.http.request("DELETE", url)
             except HttpFailure as exc:
                 raise RemoteError(f"cannot delete s3://{self.bucket}/{key}: {exc}") from exc
-            s3_answered = answer.s3_request_id is not None
+            # S3 answers every request with an x-amz-request-id, and never a DELETE with a page
+            s3_answered = (
+                answer.s3_request_id is not None
+                and "html" not in str(answer.headers.get("Content-Type", "")).lower()
+            )
             if s3_answered and (200 <= answer.status < 300 or answer.status == 404):
                 return "url"
             expired = s3_answered and (answer.says_expired or url_expired(url, self.now))

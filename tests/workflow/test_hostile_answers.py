@@ -258,3 +258,16 @@ def test_a_part_url_redirecting_elsewhere_is_a_problem_not_a_request_there(serve
     assert code == 1, err
     assert out.count("http-error: HEAD answers HTTP 307") == 2
     assert other.requests == []
+
+
+def test_free_space_is_checked_before_the_manifest_is_written(server, monkeypatch, fast_limits):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 1000))
+    server.routes["/m.xml"] = hostile.body(_a_manifest(server, count=3))
+    code, _, err = run_cli("verify", server.url("/m.xml"), "--s3-endpoint-url", server.endpoint)
+    _one_line(code, err)
+    assert "not enough free space" in err and "1000 bytes free" in err
+    assert os.listdir(fast_limits) == []

@@ -137,6 +137,14 @@ def test_a_server_that_answers_delete_with_an_html_page_did_not_delete(tmp_path)
         assert "text/html" in err and "no x-amz-request-id" in err
         # the manifest itself is never deleted when a part was not
         assert ("DELETE", "/bkt/up/u1/d.rawmanifest.xml") not in server.requests
+        # an S3-looking request id does not make an HTML page S3's answer
+        server.routes["*"] = hostile.body(
+            b"<html>ok</html>", 200, {"Content-Type": "text/html", "x-amz-request-id": "X1"}
+        )
+        code, out, err = run_cli(
+            "delete", str(manifest), "--ignore-active-task", "--s3-endpoint-url", server.endpoint
+        )
+        assert code == 1 and "was not deleted" in err and "text/html" in err, err
 
 
 def test_a_genuine_upload_is_still_deleted_by_url_and_after_expiry(
