@@ -109,10 +109,10 @@ class _Deleter:
             except HttpFailure as exc:
                 raise RemoteError(f"cannot delete s3://{self.bucket}/{key}: {exc}") from exc
             # S3 answers every request with an x-amz-request-id, and never a DELETE with a page
-            s3_answered = (
-                answer.s3_request_id is not None
-                and "html" not in str(answer.headers.get("Content-Type", "")).lower()
-            )
+            # (a 204 has no body, whatever Content-Type a server puts on it)
+            kind = str(answer.headers.get("Content-Type", "")).lower()
+            page = answer.status != 204 and "html" in kind
+            s3_answered = answer.s3_request_id is not None and not page
             if s3_answered and (200 <= answer.status < 300 or answer.status == 404):
                 return "url"
             expired = s3_answered and (answer.says_expired or url_expired(url, self.now))
