@@ -303,7 +303,12 @@ class PresignedHttp:
         if conn.sock is None:
             conn.connect()
             peer = conn.sock.getpeername()[0] if conn.sock is not None else ""
-            self.policy.check_peer(url, str(peer))
+            try:
+                self.policy.check_peer(url, str(peer))
+            except BaseException:
+                conn.close()  # never left connected for the next request to reuse
+                pool.pop((scheme, netloc), None)
+                raise
         return conn
 
     def request(

@@ -90,3 +90,40 @@ def test_a_name_that_resolves_inside_is_refused_at_connect_time():
     policy.check_peer(url, "52.216.1.1")  # a public address: fine
     configured = UrlPolicy().with_endpoint("http://127.0.0.1:9000")
     configured.check_peer("http://127.0.0.1:9000/b/k", "127.0.0.1")  # the user's own
+
+
+def test_presigned_http_checks_the_address_it_connected_to():
+    """A name allowed by the policy that resolves to loopback is refused after connecting, and
+    the connection is not kept for a later request."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from manifestkit.s3.presigned_http import PresignedHttp
+
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        # "localhost" stands for a name under an AWS suffix that DNS points at loopback
+        policy = UrlPolicy(aws_suffixes=("localhost",))
+        url = f"http://localhost:{port}/b/k"
+        object.__setattr__(policy, "problem", lambda u: None)  # only the address check decides
+        client = PresignedHttp(policy=policy)
+        for _ in range(2):
+            with pytest.raises(UrlRefused, match="internal address"):
+                client.request("GET", url)
+        assert seen == []
+    finally:
+        server.shutdown()
+        server.server_close()
