@@ -254,7 +254,10 @@ def test_wrong_credentials_exit_2(s3server, bucket, tmp_path):
         "wrong-secret",
     )
     assert code == 2
-    assert "SignatureDoesNotMatch" in err and len(err.strip().splitlines()) == 1
+    # the secret given on the command line is warned about (process list), then one error line
+    warning, error = err.strip().splitlines()
+    assert "--aws-secret-key on the command line is visible" in warning
+    assert "SignatureDoesNotMatch" in error and "wrong-secret" not in err
     code, out, err = _upload(
         s3server,
         bucket,
