@@ -118,9 +118,12 @@ def test_geometry_matches_qemu(tmp_path: Path, adapter: str, capacity: int) -> N
     text = vmdk.decode_descriptor(raw[start : start + header.descriptor_size * 512])
     ddb = vmdk.parse_descriptor(text).ddb
     theirs = tuple(int(ddb[f"ddb.geometry.{k}"]) for k in ("cylinders", "heads", "sectors"))
+    ours = geometry(capacity // 512, adapter)
     if adapter == "ide" and theirs[0] > 16383:
-        pytest.skip("qemu-img does not cap IDE cylinders at 16383 as VMware does")
-    assert geometry(capacity // 512, adapter) == theirs
+        # qemu-img does not cap IDE cylinders at 16383 as VMware does: heads and sectors agree
+        assert ours == (16383, *theirs[1:])
+    else:
+        assert ours == theirs
 
 
 class _Recording:
