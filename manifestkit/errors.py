@@ -61,6 +61,13 @@ class UploadError(RemoteError):
     """A part could not be uploaded or verified after all retries (exit 1)."""
 
 
+class InUseError(ManifestkitError):
+    """Another manifestkit process is working on the same upload (exit 1: nothing is wrong with
+    the input; the same command works once that process ends)."""
+
+    exit_code = 1
+
+
 class TaskFailed(RemoteError):
     """A conversion task ended cancelled or failed (exit 1)."""
 

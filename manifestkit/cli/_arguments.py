@@ -138,6 +138,12 @@ def add_upload_options(parser: Any, *, bucket_help: str) -> None:
         metavar="DIR",
         help="where to keep the upload state (default: beside the image)",
     )
+    parser.add_argument(
+        "--new-upload",
+        action="store_true",
+        help="upload a second copy even when IMAGE is uploaded already (the first one's record "
+        "is kept beside the new one)",
+    )
     add_transfer_options(parser)
 
 
@@ -166,5 +172,6 @@ def upload_request_from(
         format=args.format,
         # the embedded sandbox ends with the command: there is nothing to resume afterwards
         record_state=not args.local,
+        new_upload=args.new_upload,
         **more,
     )

@@ -110,6 +110,11 @@ def run_upload(args: argparse.Namespace) -> int:
 
     if not args.bucket and not args.resume:
         raise UsageError("upload needs --bucket", fix="pass --bucket BUCKET")
+    if args.new_upload and args.resume:
+        raise UsageError(
+            "--new-upload and --resume contradict each other",
+            fix="pass --resume to continue the recorded upload, --new-upload to start another",
+        )
     if args.local and args.resume:
         raise UsageError(
             "--resume cannot be used with --local (the sandbox of the interrupted run is gone)",

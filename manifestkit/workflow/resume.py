@@ -15,7 +15,8 @@ import datetime as dt
 from collections.abc import Callable
 
 from manifestkit.aws import AwsSettings, make_session, region_of
-from manifestkit.errors import ImageError
+from manifestkit.errors import ImageError, UsageError
+from manifestkit.images.info import ImageInfo
 from manifestkit.images.reader import stat_regular
 from manifestkit.progress import NoProgress, Progress
 from manifestkit.s3.bucket_checks import ensure_bucket
@@ -28,6 +29,7 @@ from manifestkit.workflow.upload import (
     Target,
     UploadRequest,
     UploadResult,
+    check_importable,
     connect,
     image_for_upload,
     send_parts_and_manifest,
@@ -35,7 +37,7 @@ from manifestkit.workflow.upload import (
 )
 from manifestkit.workflow.upload_record import UploadRecord
 
-__all__ = ["resume_from_record", "resume_upload"]
+__all__ = ["already_uploaded", "continue_recorded", "resume_from_record", "resume_upload"]
 
 
 def resume_from_record(
@@ -48,10 +50,119 @@ def resume_from_record(
     now: dt.datetime | None,
 ) -> UploadResult:
     """``upload IMAGE --resume``: continue the upload recorded for ``request.image``."""
-    record = UploadRecord.for_resume(request.image, request.state_dir)
-    record.check_resumable(
-        bucket=request.bucket, prefix=request.prefix, part_size=request.part_size
+    with UploadRecord.for_resume(request.image, request.state_dir) as record:
+        record.check_resumable(
+            bucket=request.bucket,
+            prefix=request.prefix,
+            part_size=request.part_size,
+            volume_gib=request.volume_gib,
+        )
+        return continue_recorded(
+            record, request, settings, progress=progress, cancel=cancel, notify=notify, now=now
+        )
+
+
+def already_uploaded(
+    record: UploadRecord,
+    request: UploadRequest,
+    settings: AwsSettings,
+    *,
+    progress: Progress,
+    cancel: CancelToken | None,
+    notify: Callable[[str], None],
+    now: dt.datetime | None,
+) -> UploadResult | None:
+    """``upload IMAGE`` when ``record`` (locked) says IMAGE's upload is complete.
+
+    The same image to the same place: that upload is checked as ``--resume`` would (parts
+    kept, a manifest with fresh URLs when its URLs expire within the renew margin) and its
+    manifest URL is the result; nothing is sent twice. The image changed since: None, with the
+    earlier record moved aside (the caller uploads it anew). Options that ask for another
+    place or shape: refused, pointing to ``--new-upload``.
+    """
+    state = record.recorded
+    folder = f"s3://{state.bucket}/{state.key_prefix}"
+    st = stat_regular(request.image, allow_block=True)
+    if state.stream is not None:
+        # a streamed conversion records the source's own mtime (the size is the copy's)
+        changed = st.st_mtime_ns != state.mtime_ns
+    else:
+        # a converted temporary copy's mtime says nothing about the image: convert and compare
+        changed = not state.converted and (st.st_size, st.st_mtime_ns) != (
+            state.file_bytes,
+            state.mtime_ns,
+        )
+    if changed:
+        record.move_aside()
+        notify(
+            f"{request.image} changed since its upload to {folder}; uploading it again (the "
+            f"record of the earlier upload is kept in {record.previous_file})"
+        )
+        return None
+    differ = record.differences(
+        bucket=request.bucket,
+        prefix=request.prefix,
+        part_size=request.part_size,
+        volume_gib=request.volume_gib,
     )
+    if differ:
+        recorded = " ".join(f"{flag} {value!r}" for flag, _, value in differ)
+        raise UsageError(
+            f"{request.image} is uploaded already to {folder} (with {recorded}; recorded in "
+            f"{record.path})",
+            fix="pass --new-upload to upload a second copy as asked (the record of the first "
+            "is kept), or leave the differing options out to use the first",
+        )
+    notify(
+        f"{request.image} is uploaded already to {folder} (recorded in {record.path}); "
+        "checking it and printing its manifest URL (--new-upload uploads a second copy)"
+    )
+    result = continue_recorded(
+        record, request, settings, progress=progress, cancel=cancel, notify=notify, now=now
+    )
+    return dataclasses.replace(result, already_uploaded=True)
+
+
+def _check_against_image(record: UploadRecord, request: UploadRequest, info: ImageInfo) -> None:
+    """The record is untrusted input (design.md §4b): what the manifest will say comes from it,
+    so each field that describes the image is checked against the image itself."""
+    from manifestkit.manifest.build import MAX_VOLUME_GIB
+
+    state = record.recorded
+    if info.format != state.file_format:
+        record.refuse_lying(f"it records a {state.file_format} image, the image is {info.format}")
+    if not MAX_VOLUME_GIB >= state.volume_gib >= info.volume_gib:
+        record.refuse_lying(
+            f"it records a volume of {state.volume_gib} GiB; the image needs "
+            f"{info.volume_gib} to {MAX_VOLUME_GIB} GiB"
+        )
+    if info.file_bytes != state.file_bytes:
+        raise ImageError(
+            f"{request.image} is {info.file_bytes} bytes but the upload being resumed is of "
+            f"{state.file_bytes} bytes: the image changed",
+            fix="start a new upload without --resume",
+        )
+    check_importable(
+        request,
+        info,
+        "pass --dont-verify-format if the upload was started with it, or --convert to upload "
+        "a converted copy (a new upload)",
+    )
+
+
+def continue_recorded(
+    record: UploadRecord,
+    request: UploadRequest,
+    settings: AwsSettings,
+    *,
+    progress: Progress,
+    cancel: CancelToken | None,
+    notify: Callable[[str], None],
+    now: dt.datetime | None,
+) -> UploadResult:
+    """Send what the upload ``record`` (locked) describes still lacks, then its manifest."""
+    from manifestkit.images import inspect_image
+
     state = record.recorded
     if state.stream is not None:
         from manifestkit.workflow.stream_upload import resume_streamed
@@ -67,17 +178,19 @@ def resume_from_record(
         request = dataclasses.replace(request, convert=True)
     owner = request.bucket_owner or state.expected_bucket_owner
     st = stat_regular(request.image)
-    if st.st_size != state.file_bytes and not request.convert:
-        raise ImageError(
-            f"{request.image} is {st.st_size} bytes but the upload being resumed is of "
-            f"{state.file_bytes} bytes: the image changed",
-            fix="start a new upload without --resume",
-        )
-    if st.st_mtime_ns != state.mtime_ns and not request.convert:
-        notify(
-            f"{request.image} was modified since the upload started; parts whose bytes "
-            "changed are sent again"
-        )
+    if not request.convert:
+        if st.st_size != state.file_bytes:
+            raise ImageError(
+                f"{request.image} is {st.st_size} bytes but the upload being resumed is of "
+                f"{state.file_bytes} bytes: the image changed",
+                fix="start a new upload without --resume",
+            )
+        _check_against_image(record, request, inspect_image(request.image, format=request.format))
+        if st.st_mtime_ns != state.mtime_ns:
+            notify(
+                f"{request.image} was modified since the upload started; parts whose bytes "
+                "changed are sent again"
+            )
     conn = connect(
         settings,
         state.bucket,
@@ -100,6 +213,7 @@ def resume_from_record(
                     f"being resumed is of {state.file_bytes}",
                     fix="start a new upload without --resume",
                 )
+            _check_against_image(record, request, info)
         existing = list_existing(conn.s3, state.bucket, plan, expected_owner=owner)
         result = send_parts_and_manifest(
             conn,
@@ -138,11 +252,55 @@ def resume_upload(
     rest, and writes a new manifest (fresh URLs) when the old one's expire within ``renew_margin``.
     Refuses (``ImageError``, exit 2) when ``image`` is not the manifest's size.
     """
+    progress = progress or NoProgress()
+    size = stat_regular(image).st_size
+    # the image's own record, if any, is locked too: no other upload of it runs meanwhile
+    with UploadRecord.locked(image, None, ignore_unreadable=True) as record:
+        result = _resume_described(
+            manifest_source,
+            image,
+            size,
+            settings,
+            workers=workers,
+            part_retries=part_retries,
+            expires_in=expires_in,
+            renew_margin=renew_margin,
+            bucket_owner=bucket_owner,
+            ignore_region_affinity=ignore_region_affinity,
+            progress=progress,
+            cancel=cancel,
+            now=now,
+        )
+        # the image's own record of this upload (if it has one) is finished now too; left
+        # unfinished, the next ``upload IMAGE`` would be refused as a replacement of an
+        # interrupted upload
+        state = record.state
+        if state is not None and not state.complete:
+            if record.is_of(result.bucket, result.upload_id):
+                record.complete()
+    return result
+
+
+def _resume_described(
+    manifest_source: str,
+    image: str,
+    size: int,
+    settings: AwsSettings,
+    *,
+    workers: int | None,
+    part_retries: int,
+    expires_in: int,
+    renew_margin: int,
+    bucket_owner: str | None,
+    ignore_region_affinity: bool,
+    progress: Progress,
+    cancel: CancelToken | None,
+    now: dt.datetime | None,
+) -> UploadResult:
+    from manifestkit.images import inspect_image
     from manifestkit.s3.url_policy import UrlPolicy
     from manifestkit.workflow.manifest_source import plan_from_manifest
 
-    progress = progress or NoProgress()
-    size = stat_regular(image).st_size
     session = make_session(settings)
     workers = workers or default_workers()
     s3 = upload_s3_client(session, settings, workers=workers)
@@ -152,6 +310,14 @@ def resume_upload(
     if size != described.plan.file_bytes:
         raise ImageError(
             f"{image} is {size} bytes but the manifest describes {described.plan.file_bytes} bytes",
+            fix="give the image the manifest was made for, or start a new upload",
+        )
+    # a manifest is untrusted too: it must not make a new manifest call a VMDK RAW
+    info = inspect_image(image)
+    if info.format != described.file_format:
+        raise ImageError(
+            f"{image} is a {info.format} image but the manifest describes a "
+            f"{described.file_format} one",
             fix="give the image the manifest was made for, or start a new upload",
         )
     region = region_of(session)
@@ -189,11 +355,4 @@ def resume_upload(
         now=now,
         reuse_manifest=True,
     )
-    # the image's own record of this upload (if it has one) is finished now too; left
-    # unfinished, the next ``upload IMAGE`` would be refused as a replacement of an interrupted
-    # upload
-    record = UploadRecord.find(image, None)
-    if record is not None and not record.recorded.complete:
-        if record.is_of(described.bucket, described.plan.upload_id):
-            record.complete()
     return result

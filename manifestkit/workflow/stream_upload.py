@@ -230,61 +230,74 @@ def upload_streamed(
     progress = progress or NoProgress()
     notify = notify or log.info
     bucket = _require_bucket(request)
-    record = UploadRecord.for_new_upload(
-        request.image, request.state_dir, enabled=request.record_state
-    )
-    disk, identity = _open_source(request.image, force=request.force)
-    with contextlib.closing(disk):
-        check_import_size(request.image, disk.capacity)  # before a byte is converted or sent
-        volume_gib = _requested_volume(request.volume_gib, disk.capacity)
-        conn = connect(
-            settings,
-            bucket,
-            workers=request.workers or default_workers(),
-            create=request.create_bucket,
-            ignore_region_affinity=request.ignore_region_affinity,
-            expected_owner=request.bucket_owner,
+    with UploadRecord.for_new_upload(
+        request.image,
+        request.state_dir,
+        enabled=request.record_state,
+        new_upload=request.new_upload,
+    ) as record:  # locked: one upload of the image at a time
+        if record.state is not None:  # a complete upload of this image is recorded
+            from manifestkit.workflow.resume import already_uploaded
+
+            done = already_uploaded(
+                record, request, settings, progress=progress, cancel=cancel, notify=notify, now=now
+            )
+            if done is not None:
+                return done
+        disk, identity = _open_source(request.image, force=request.force)
+        with contextlib.closing(disk):
+            check_import_size(request.image, disk.capacity)  # before a byte is converted or sent
+            volume_gib = _requested_volume(request.volume_gib, disk.capacity)
+            conn = connect(
+                settings,
+                bucket,
+                workers=request.workers or default_workers(),
+                create=request.create_bucket,
+                ignore_region_affinity=request.ignore_region_affinity,
+                expected_owner=request.bucket_owner,
+            )
+            converter = ConverterSettings(name=converted_name(request.image))
+            part_size = DEFAULT_PART_SIZE if request.part_size is None else request.part_size
+            upload_id = str(uuid.uuid4())
+            record.start_streamed(
+                basename=converter.name,
+                prefix=request.prefix.strip("/"),
+                upload_id=upload_id,
+                part_size=part_size,
+                bucket=bucket,
+                region=conn.region,
+                file_format="VMDK",
+                volume_gib=volume_gib,
+                s3_endpoint_url=settings.s3_endpoint_url,
+                expected_bucket_owner=request.bucket_owner,
+                stream=stream_record(identity, converter),
+            )
+            notify(
+                f"{request.image} is not importable as it is; uploading it converted to a "
+                "streamOptimized VMDK, converted while it uploads (no local copy)"
+            )
+            result = _send(
+                conn,
+                settings,
+                request,
+                disk,
+                identity,
+                converter,
+                bucket=bucket,
+                upload_id=upload_id,
+                prefix=request.prefix.strip("/"),
+                part_size=part_size,
+                volume_gib=volume_gib,
+                existing=None,
+                progress=progress,
+                cancel=cancel,
+                notify=notify,
+                now=now,
+            )
+            record.complete(file_bytes=result.file_bytes, volume_gib=result.volume_gib)
+        return dataclasses.replace(
+            result, state_file=record.file, converted=True, previous_state_file=record.previous_file
         )
-        converter = ConverterSettings(name=converted_name(request.image))
-        part_size = DEFAULT_PART_SIZE if request.part_size is None else request.part_size
-        upload_id = str(uuid.uuid4())
-        record.start_streamed(
-            basename=converter.name,
-            prefix=request.prefix.strip("/"),
-            upload_id=upload_id,
-            part_size=part_size,
-            bucket=bucket,
-            region=conn.region,
-            file_format="VMDK",
-            volume_gib=volume_gib,
-            s3_endpoint_url=settings.s3_endpoint_url,
-            expected_bucket_owner=request.bucket_owner,
-            stream=stream_record(identity, converter),
-        )
-        notify(
-            f"{request.image} is not importable as it is; uploading it converted to a "
-            "streamOptimized VMDK, converted while it uploads (no local copy)"
-        )
-        result = _send(
-            conn,
-            settings,
-            request,
-            disk,
-            identity,
-            converter,
-            bucket=bucket,
-            upload_id=upload_id,
-            prefix=request.prefix.strip("/"),
-            part_size=part_size,
-            volume_gib=volume_gib,
-            existing=None,
-            progress=progress,
-            cancel=cancel,
-            notify=notify,
-            now=now,
-        )
-        record.complete(file_bytes=result.file_bytes, volume_gib=result.volume_gib)
-    return dataclasses.replace(result, state_file=record.file, converted=True)
 
 
 def resume_streamed(

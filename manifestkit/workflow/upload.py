@@ -101,6 +101,8 @@ class UploadRequest:
     format: str | None = None
     dedupe_zeros: bool = True
     renew_margin: int = DEFAULT_RENEW_MARGIN
+    #: upload a second copy even when the record says this image is uploaded already
+    new_upload: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,11 @@ class UploadResult:
     manifest_written: bool
     state_file: str | None
     converted: bool
+    #: True: the image's recorded upload was complete already; nothing new was uploaded
+    already_uploaded: bool = False
+    #: where the record of an earlier upload of the image was moved (a second copy, or the
+    #: image changed since), None when there was none to keep
+    previous_state_file: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -138,6 +145,8 @@ class UploadResult:
             "manifest_written": self.manifest_written,
             "state_file": self.state_file,
             "converted": self.converted,
+            "already_uploaded": self.already_uploaded,
+            "previous_state_file": self.previous_state_file,
             **self.stats.to_dict(),
         }
 
@@ -232,7 +241,7 @@ def connect(
     return Connection(session, s3, region, bucket_region)
 
 
-def _check_importable(request: UploadRequest, info: ImageInfo, fix: str) -> None:
+def check_importable(request: UploadRequest, info: ImageInfo, fix: str) -> None:
     """Refuse an image EC2 cannot import, unless ``--dont-verify-format`` (then warn)."""
     if info.importable:
         return
@@ -270,7 +279,7 @@ def image_for_upload(
     if info.details.get("format_given") not in (None, info.format):
         # a wrong --format is not fixed by converting: the problem line says what to pass
         fix = ""
-    _check_importable(request, info, fix)
+    check_importable(request, info, fix)
     yield request.image, info, False
 
 
@@ -394,34 +403,55 @@ def upload_image(
             request, settings, progress=progress, cancel=cancel, notify=notify, now=now
         )
     bucket = _require_bucket(request)
-    record = UploadRecord.for_new_upload(
-        request.image, request.state_dir, enabled=request.record_state
-    )
-    conn = connect(
-        settings,
-        bucket,
-        workers=request.workers or default_workers(),
-        create=request.create_bucket,
-        ignore_region_affinity=request.ignore_region_affinity,
-        expected_owner=request.bucket_owner,
-    )
-    with image_for_upload(request, progress, notify) as (path, info, converted):
-        target = _new_target(request, path, info)
-        _start_record(record, path, target, conn, settings, converted=converted)
-        result = send_parts_and_manifest(
-            conn,
+    with UploadRecord.for_new_upload(
+        request.image,
+        request.state_dir,
+        enabled=request.record_state,
+        new_upload=request.new_upload,
+    ) as record:
+        if record.state is not None:  # a complete upload of this image is recorded
+            from manifestkit.workflow.resume import already_uploaded
+
+            done = already_uploaded(
+                record, request, settings, progress=progress, cancel=cancel, notify=notify, now=now
+            )
+            if done is not None:
+                return done
+        elif record.previous_file is not None:
+            notify(
+                f"the record of the earlier upload of {request.image} is kept in "
+                f"{record.previous_file}"
+            )
+        conn = connect(
             settings,
-            target,
-            path,
-            request,
-            existing=None,
-            progress=progress,
-            cancel=cancel,
-            now=now,
-            reuse_manifest=False,
+            bucket,
+            workers=request.workers or default_workers(),
+            create=request.create_bucket,
+            ignore_region_affinity=request.ignore_region_affinity,
+            expected_owner=request.bucket_owner,
         )
-        record.complete()
-    return dataclasses.replace(result, state_file=record.file, converted=converted)
+        with image_for_upload(request, progress, notify) as (path, info, converted):
+            target = _new_target(request, path, info)
+            _start_record(record, path, target, conn, settings, converted=converted)
+            result = send_parts_and_manifest(
+                conn,
+                settings,
+                target,
+                path,
+                request,
+                existing=None,
+                progress=progress,
+                cancel=cancel,
+                now=now,
+                reuse_manifest=False,
+            )
+            record.complete()
+        return dataclasses.replace(
+            result,
+            state_file=record.file,
+            converted=converted,
+            previous_state_file=record.previous_file,
+        )
 
 
 def put_manifest_only(
@@ -439,7 +469,7 @@ def put_manifest_only(
 
     bucket = _require_bucket(request)
     info = inspect_image(request.image, format=request.format)
-    _check_importable(request, info, "convert it first (manifestkit convert), then import the copy")
+    check_importable(request, info, "convert it first (manifestkit convert), then import the copy")
     conn = connect(
         settings,
         bucket,
@@ -449,18 +479,21 @@ def put_manifest_only(
         expected_owner=request.bucket_owner,
     )
     target = _new_target(request, request.image, info)
-    record = UploadRecord.for_new_upload(
+    # an earlier record of the image is moved aside, not overwritten: still findable
+    with UploadRecord.for_new_upload(
         request.image, request.state_dir, enabled=request.record_state, replace=True
-    )
-    _start_record(record, request.image, target, conn, settings)
-    presigner = _presigner(conn, settings, request.expires_in, now)
-    _write_and_put_manifest(conn.s3, target, presigner)
+    ) as record:
+        _start_record(record, request.image, target, conn, settings)
+        presigner = _presigner(conn, settings, request.expires_in, now)
+        _write_and_put_manifest(conn.s3, target, presigner)
     plan = target.plan
     nothing_sent = UploadStats(
         parts=plan.count, put=0, copied=0, kept=0, bytes_sent=0, file_bytes=plan.file_bytes
     )
     result = _result(conn, target, presigner, presigner.expires_at, nothing_sent, written=True)
-    return dataclasses.replace(result, state_file=record.file)
+    return dataclasses.replace(
+        result, state_file=record.file, previous_state_file=record.previous_file
+    )
 
 
 def _presigner(

@@ -143,24 +143,116 @@ def write_state(path: Path, state: UploadState) -> None:
         out.write("\n")
 
 
+#: a state file is about 600 bytes; anything much larger is not one (and is not read whole)
+MAX_STATE_BYTES = 64 * 1024
+
+#: the JSON type each field must have (bool is not an int here, though Python says it is)
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "image": (str,),
+    "file_bytes": (int,),
+    "mtime_ns": (int,),
+    "bucket": (str,),
+    "prefix": (str,),
+    "upload_id": (str,),
+    "part_size": (int,),
+    "basename": (str,),
+    "region": (str,),
+    "file_format": (str,),
+    "volume_gib": (int,),
+    "s3_endpoint_url": (str, type(None)),
+    "expected_bucket_owner": (str, type(None)),
+    "complete": (bool,),
+    "started_at": (str,),
+    "converted": (bool,),
+    "version": (int,),
+    # its entries are checked by workflow.stream_upload, which reads them
+    "stream": (dict, type(None)),
+}
+_JSON_NAMES = {
+    str: "a string",
+    int: "a whole number",
+    bool: "true or false",
+    dict: "an object",
+    type(None): "null",
+}
+_FORMATS = ("VMDK", "VHD", "RAW")
+
+
+def _bad_state(path: Path, what: str) -> UsageError:
+    return UsageError(
+        f"{path}: not a usable manifestkit upload state file: {what}",
+        fix=f"delete {path} and start the upload again (or, if its parts are in S3, "
+        "run: manifestkit resume MANIFEST_URL IMAGE)",
+    )
+
+
+def _check_fields(path: Path, raw: object) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise _bad_state(path, "it is not a JSON object")
+    if raw.get("version") != FORMAT_VERSION:
+        raise _bad_state(path, f"it is not version {FORMAT_VERSION}")
+    unknown = sorted(set(raw) - _FIELD_TYPES.keys())
+    if unknown:
+        raise _bad_state(path, f"unknown field {unknown[0][:40]!r}")
+    for name, types in _FIELD_TYPES.items():
+        if name not in raw:
+            default = UploadState.__dataclass_fields__[name].default
+            if default is dataclasses.MISSING:
+                raise _bad_state(path, f"{name!r} is missing")
+            continue
+        value = raw[name]
+        wrong_bool = isinstance(value, bool) and bool not in types
+        if wrong_bool or not isinstance(value, types):
+            expected = " or ".join(_JSON_NAMES[t] for t in types)
+            raise _bad_state(path, f"{name!r} must be {expected}, not {type(value).__name__}")
+    # a streamed conversion's size is known only once it has ended (0 until then)
+    streaming = raw.get("stream") is not None and not raw.get("complete", False)
+    for name in ("file_bytes", "part_size", "volume_gib"):
+        least = 0 if name == "file_bytes" and streaming else 1
+        if raw[name] < least:
+            raise _bad_state(path, f"{name!r} must be at least {least}, not {raw[name]}")
+    if raw["file_format"] not in _FORMATS:
+        raise _bad_state(path, f"'file_format' must be one of {', '.join(_FORMATS)}")
+    return raw
+
+
 def read_state(path: Path) -> UploadState:
+    """The state in ``path``, read within ``MAX_STATE_BYTES`` and checked field by field (a state
+    file is untrusted input, design.md §4b: what it says is checked against the image too)."""
     try:
-        with open(path) as src:
-            raw = json.load(src)
-    except (OSError, ValueError) as exc:
+        with open(path, "rb") as src:
+            data = src.read(MAX_STATE_BYTES + 1)
+    except OSError as exc:
         raise UsageError(
-            f"cannot read upload state {path}: {exc}",
+            f"cannot read upload state {path}: {exc.strerror or exc}",
             fix="delete it and start a new upload, or resume from the manifest URL",
         ) from exc
-    names = {f.name for f in dataclasses.fields(UploadState)}
-    if not isinstance(raw, dict) or raw.get("version") != FORMAT_VERSION or not names >= raw.keys():
-        raise UsageError(
-            f"{path} is not a manifestkit upload state file (version {FORMAT_VERSION})"
-        )
+    if len(data) > MAX_STATE_BYTES:
+        raise _bad_state(path, f"it is larger than {MAX_STATE_BYTES // 1024} KiB")
     try:
-        return UploadState(**raw)
-    except TypeError as exc:
-        raise UsageError(f"{path} is not a complete manifestkit upload state file: {exc}") from exc
+        raw = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise _bad_state(path, f"it is not JSON ({str(exc)[:80]})") from exc
+    state = UploadState(**_check_fields(path, raw))
+    from manifestkit.s3.bucket_names import bucket_name_problem
+
+    problem = bucket_name_problem(state.bucket)
+    if problem is not None:
+        raise _bad_state(path, f"bucket {state.bucket[:70]!r}: {problem}")
+    if not state.upload_id or "/" in state.upload_id or len(state.upload_id) > 200:
+        raise _bad_state(path, f"upload id {state.upload_id[:70]!r} is not one an upload has")
+    try:
+        # the bucket keys it names must be ones an upload can have
+        PartPlan(
+            file_bytes=max(state.file_bytes, 1),
+            part_size=state.part_size,
+            basename=state.basename,
+            prefix=state.prefix,
+            upload_id=state.upload_id,
+        )
+    except UsageError as exc:
+        raise _bad_state(path, str(exc)) from exc
+    return state
 
 
 def find_state(
