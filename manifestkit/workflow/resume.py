@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Callable
 
 from manifestkit.aws import AwsSettings, make_session, region_of
-from manifestkit.errors import ImageError, UsageError
+from manifestkit.errors import ImageError, RemoteError, UsageError
 from manifestkit.images.info import ImageInfo
 from manifestkit.images.reader import stat_regular
 from manifestkit.progress import NoProgress, Progress
@@ -113,6 +113,13 @@ def already_uploaded(
             fix="pass --new-upload to upload a second copy as asked (the record of the first "
             "is kept), or leave the differing options out to use the first",
         )
+    if not _manifest_still_there(record, request, settings):
+        record.move_aside()
+        notify(
+            f"the upload of {request.image} to {folder} is no longer in the bucket (deleted); "
+            f"uploading it again (its record is kept in {record.previous_file})"
+        )
+        return None
     notify(
         f"{request.image} is uploaded already to {folder} (recorded in {record.path}); "
         "checking it and printing its manifest URL (--new-upload uploads a second copy)"
@@ -121,6 +128,38 @@ def already_uploaded(
         record, request, settings, progress=progress, cancel=cancel, notify=notify, now=now
     )
     return dataclasses.replace(result, already_uploaded=True)
+
+
+def _manifest_still_there(
+    record: UploadRecord, request: UploadRequest, settings: AwsSettings
+) -> bool:
+    """Whether the recorded upload's manifest object is still in its bucket: an upload deleted
+    since (``manifestkit delete``, an AMI chain's clean-up) is not "uploaded already", and its
+    keys are not used again (a task may still name them)."""
+    from botocore.exceptions import ClientError
+
+    state = record.recorded
+    owner = request.bucket_owner or state.expected_bucket_owner
+    conn = connect(
+        settings,
+        state.bucket,
+        workers=1,
+        ignore_region_affinity=request.ignore_region_affinity,
+        expected_owner=owner,
+    )
+    extra = {"ExpectedBucketOwner": owner} if owner else {}
+    try:
+        conn.s3.head_object(Bucket=state.bucket, Key=state.manifest_key, **extra)
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if status == 404:
+            return False
+        raise RemoteError(
+            f"cannot check the recorded upload's manifest s3://{state.bucket}/"
+            f"{state.manifest_key}: {exc}",
+            fix="check the credentials and the bucket, or pass --new-upload",
+        ) from exc
+    return True
 
 
 def _check_against_image(record: UploadRecord, request: UploadRequest, info: ImageInfo) -> None:

@@ -136,3 +136,19 @@ def test_upload_convert_again_of_a_streamed_upload_sends_nothing(s3server, bucke
         assert proxy.part_puts() == []
     assert again["already_uploaded"] and again["upload_id"] == first["upload_id"]
     assert _folders(s3server, bucket) == {first["upload_id"]}
+
+
+def test_upload_again_after_the_upload_was_deleted_is_a_new_upload(s3server, bucket, tmp_path):
+    image = random_image(tmp_path / "deleted.raw", 2 * MiB, seed=39)
+    code, first, err = _upload(s3server, image, "--bucket", bucket)
+    assert code == 0, err
+    code, out, err = run_cli(
+        "delete", first["manifest_url"], "-q", "--ignore-active-task", *s3server.cli_args()
+    )
+    assert code == 0, err
+    assert _folders(s3server, bucket) == set()
+    code, second, err = _upload(s3server, image, "--bucket", bucket)
+    assert code == 0, err
+    assert not second["already_uploaded"] and second["upload_id"] != first["upload_id"]
+    assert json.loads(open(second["previous_state_file"]).read())["upload_id"] == first["upload_id"]
+    assert_parts_match(fetch_manifest(second["manifest_url"], tmp_path / "m.xml"), image)
