@@ -77,6 +77,31 @@ def check_account_id(account: str) -> str:
     return account
 
 
+def check_register_options(
+    *, architecture: str, boot_mode: str | None, tpm_support: str | None, volume_type: str
+) -> None:
+    """UsageError, named as ``import-ami``'s options, for RegisterImage values EC2 refuses."""
+    if architecture not in ARCHITECTURES:
+        raise UsageError(
+            f"--architecture {architecture!r} is not one EC2 registers",
+            fix=f"use one of {', '.join(ARCHITECTURES)}",
+        )
+    if boot_mode is not None and boot_mode not in BOOT_MODES:
+        raise UsageError(
+            f"--boot-mode {boot_mode!r} is not valid", fix=f"use one of {', '.join(BOOT_MODES)}"
+        )
+    if tpm_support is not None and boot_mode != "uefi":
+        raise UsageError(
+            "--tpm-support v2.0 needs --boot-mode uefi (NitroTPM works with UEFI only)",
+            fix="add --boot-mode uefi, or leave out --tpm-support",
+        )
+    if volume_type not in VOLUME_TYPES:
+        raise UsageError(
+            f"--volume-type {volume_type!r} is not valid",
+            fix=f"use one of {', '.join(VOLUME_TYPES)}",
+        )
+
+
 @dataclass(frozen=True)
 class ImageSpec:
     """Everything one RegisterImage call sends (EBS-backed, hvm, one root volume)."""
@@ -97,26 +122,12 @@ class ImageSpec:
 
     def __post_init__(self) -> None:
         check_ami_name(self.name)
-        if self.architecture not in ARCHITECTURES:
-            raise UsageError(
-                f"architecture {self.architecture!r} is not one EC2 registers",
-                fix=f"use one of {', '.join(ARCHITECTURES)}",
-            )
-        if self.boot_mode is not None and self.boot_mode not in BOOT_MODES:
-            raise UsageError(
-                f"boot mode {self.boot_mode!r} is not valid",
-                fix=f"use one of {', '.join(BOOT_MODES)}",
-            )
-        if self.tpm_support is not None and self.boot_mode != "uefi":
-            raise UsageError(
-                "--tpm-support v2.0 needs --boot-mode uefi (EC2: NitroTPM works with UEFI only)",
-                fix="add --boot-mode uefi or leave out --tpm-support",
-            )
-        if self.volume_type not in VOLUME_TYPES:
-            raise UsageError(
-                f"volume type {self.volume_type!r} is not valid",
-                fix=f"use one of {', '.join(VOLUME_TYPES)}",
-            )
+        check_register_options(
+            architecture=self.architecture,
+            boot_mode=self.boot_mode,
+            tpm_support=self.tpm_support,
+            volume_type=self.volume_type,
+        )
         if self.volume_gib < 1:
             raise UsageError(f"volume size {self.volume_gib} GiB must be at least 1")
 
@@ -319,15 +330,10 @@ def create_snapshot(
 
 
 def describe_snapshot(ec2: Any, snapshot_id: str) -> Snapshot | None:
-    try:
-        answer = ec2.describe_snapshots(SnapshotIds=[snapshot_id])
-    except botocore.exceptions.ClientError as exc:
-        if _code(exc) in _NOT_FOUND:
-            return None
-        raise translate_error(exc, action="DescribeSnapshots") from exc
-    except botocore.exceptions.BotoCoreError as exc:
-        raise translate_error(exc, action="DescribeSnapshots") from exc
-    found = [Snapshot.from_api(s) for s in answer.get("Snapshots") or []]
+    answer = _call_unless_gone(
+        ec2, "DescribeSnapshots", "describe_snapshots", SnapshotIds=[snapshot_id]
+    )
+    found = [Snapshot.from_api(s) for s in (answer or {}).get("Snapshots") or []]
     return next((s for s in found if s.id == snapshot_id), None)
 
 
@@ -349,15 +355,8 @@ def register_image(ec2: Any, spec: ImageSpec) -> str:
 
 
 def describe_image(ec2: Any, image_id: str) -> Image | None:
-    try:
-        answer = ec2.describe_images(ImageIds=[image_id])
-    except botocore.exceptions.ClientError as exc:
-        if _code(exc) in _NOT_FOUND:
-            return None
-        raise translate_error(exc, action="DescribeImages") from exc
-    except botocore.exceptions.BotoCoreError as exc:
-        raise translate_error(exc, action="DescribeImages") from exc
-    found = [Image.from_api(i) for i in answer.get("Images") or []]
+    answer = _call_unless_gone(ec2, "DescribeImages", "describe_images", ImageIds=[image_id])
+    found = [Image.from_api(i) for i in (answer or {}).get("Images") or []]
     return next((i for i in found if i.id == image_id), None)
 
 
@@ -430,17 +429,21 @@ def create_tags(ec2: Any, resource_ids: Sequence[str], tags: Sequence[tuple[str,
         _call(ec2, "CreateTags", "create_tags", Resources=list(resource_ids), Tags=tag_list(tags))
 
 
-def _delete(ec2: Any, action: str, method: str, **params: Any) -> bool:
-    """True when deleted, False when it was already gone."""
+def _call_unless_gone(ec2: Any, action: str, method: str, **params: Any) -> Any | None:
+    """The call's answer; None when EC2 says the resource does not exist (or no longer)."""
     try:
-        getattr(ec2, method)(**params)
+        return getattr(ec2, method)(**params)
     except botocore.exceptions.ClientError as exc:
         if _code(exc) in _NOT_FOUND:
-            return False
+            return None
         raise translate_error(exc, action=action) from exc
     except botocore.exceptions.BotoCoreError as exc:
         raise translate_error(exc, action=action) from exc
-    return True
+
+
+def _delete(ec2: Any, action: str, method: str, **params: Any) -> bool:
+    """True when deleted, False when it was already gone."""
+    return _call_unless_gone(ec2, action, method, **params) is not None
 
 
 def delete_volume(ec2: Any, volume_id: str) -> bool:

@@ -40,15 +40,14 @@ from manifestkit.aws import AwsSettings, client_config, ec2_client, make_session
 from manifestkit.ec2 import DiskImageSpec, VolumeImportSpec, WaitSettings
 from manifestkit.ec2_images import (
     ARCHITECTURES,
-    BOOT_MODES,
     DEFAULT_ROOT_DEVICE,
     DEFAULT_VOLUME_TYPE,
     RUN_TAG,
-    VOLUME_TYPES,
     Image,
     ImageSpec,
     check_account_id,
     check_ami_name,
+    check_register_options,
 )
 from manifestkit.errors import ManifestkitError, RemoteError, UsageError
 from manifestkit.progress import NoProgress, Progress
@@ -113,26 +112,12 @@ class AmiRequest:
 
     def __post_init__(self) -> None:
         check_ami_name(self.name)
-        if self.architecture not in ARCHITECTURES:
-            raise UsageError(
-                f"--architecture {self.architecture!r} is not one EC2 registers",
-                fix=f"use one of {', '.join(ARCHITECTURES)}",
-            )
-        if self.boot_mode is not None and self.boot_mode not in BOOT_MODES:
-            raise UsageError(
-                f"--boot-mode {self.boot_mode!r} is not valid",
-                fix=f"use one of {', '.join(BOOT_MODES)}",
-            )
-        if self.tpm_support is not None and self.boot_mode != "uefi":
-            raise UsageError(
-                "--tpm-support v2.0 needs --boot-mode uefi (NitroTPM works with UEFI only)",
-                fix="add --boot-mode uefi, or leave out --tpm-support",
-            )
-        if self.volume_type not in VOLUME_TYPES:
-            raise UsageError(
-                f"--volume-type {self.volume_type!r} is not valid",
-                fix=f"use one of {', '.join(VOLUME_TYPES)}",
-            )
+        check_register_options(
+            architecture=self.architecture,
+            boot_mode=self.boot_mode,
+            tpm_support=self.tpm_support,
+            volume_type=self.volume_type,
+        )
         for account in self.share_with:
             check_account_id(account)
         for key, _ in self.tags:
