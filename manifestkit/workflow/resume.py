@@ -30,7 +30,7 @@ from manifestkit.workflow.upload import (
     UploadRequest,
     UploadResult,
     check_importable,
-    connect,
+    connect_for,
     image_for_upload,
     send_parts_and_manifest,
     upload_s3_client,
@@ -140,13 +140,7 @@ def _manifest_still_there(
 
     state = record.recorded
     owner = request.bucket_owner or state.expected_bucket_owner
-    conn = connect(
-        settings,
-        state.bucket,
-        workers=1,
-        ignore_region_affinity=request.ignore_region_affinity,
-        expected_owner=owner,
-    )
+    conn = connect_for(settings, request, state.bucket, expected_owner=owner, workers=1)
     extra = {"ExpectedBucketOwner": owner} if owner else {}
     try:
         conn.s3.head_object(Bucket=state.bucket, Key=state.manifest_key, **extra)
@@ -230,13 +224,7 @@ def continue_recorded(
                 f"{request.image} was modified since the upload started; parts whose bytes "
                 "changed are sent again"
             )
-    conn = connect(
-        settings,
-        state.bucket,
-        workers=request.workers or default_workers(),
-        ignore_region_affinity=request.ignore_region_affinity,
-        expected_owner=owner,
-    )
+    conn = connect_for(settings, request, state.bucket, expected_owner=owner)
     plan = state.plan()
     target = Target(state.bucket, plan, state.file_format, state.volume_gib, owner)
     contexts = contextlib.ExitStack()

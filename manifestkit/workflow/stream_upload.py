@@ -224,7 +224,7 @@ def upload_streamed(
     now: dt.datetime | None = None,
 ) -> Any:
     """A new ``upload --convert`` of ``request.image`` converted on the fly (module doc)."""
-    from manifestkit.workflow.upload import _require_bucket, connect
+    from manifestkit.workflow.upload import _require_bucket, connect_for
     from manifestkit.workflow.upload_record import UploadRecord
 
     progress = progress or NoProgress()
@@ -248,13 +248,12 @@ def upload_streamed(
         with contextlib.closing(disk):
             check_import_size(request.image, disk.capacity)  # before a byte is converted or sent
             volume_gib = _requested_volume(request.volume_gib, disk.capacity)
-            conn = connect(
+            conn = connect_for(
                 settings,
+                request,
                 bucket,
-                workers=request.workers or default_workers(),
-                create=request.create_bucket,
-                ignore_region_affinity=request.ignore_region_affinity,
                 expected_owner=request.bucket_owner,
+                create=request.create_bucket,
             )
             converter = ConverterSettings(name=converted_name(request.image))
             part_size = DEFAULT_PART_SIZE if request.part_size is None else request.part_size
@@ -311,7 +310,7 @@ def resume_streamed(
     now: dt.datetime | None = None,
 ) -> Any:
     """``upload IMAGE --resume`` of a streamed upload: convert again, send what is missing."""
-    from manifestkit.workflow.upload import connect
+    from manifestkit.workflow.upload import connect_for
 
     progress = progress or NoProgress()
     notify = notify or log.info
@@ -341,13 +340,7 @@ def resume_streamed(
             "uploading: converting again; only the parts missing or different are sent"
         )
         owner = request.bucket_owner or state.expected_bucket_owner
-        conn = connect(
-            settings,
-            state.bucket,
-            workers=request.workers or default_workers(),
-            ignore_region_affinity=request.ignore_region_affinity,
-            expected_owner=owner,
-        )
+        conn = connect_for(settings, request, state.bucket, expected_owner=owner)
         key_prefix = f"{state.prefix}/{state.upload_id}/" if state.prefix else f"{state.upload_id}/"
         existing = list_existing(conn.s3, state.bucket, key_prefix, expected_owner=owner)
         result = _send(
@@ -508,7 +501,7 @@ def upload_stdin(
 
     No record is kept and ``--resume`` is refused: the pipe cannot be read again.
     """
-    from manifestkit.workflow.upload import Target, _require_bucket, connect, finish_upload
+    from manifestkit.workflow.upload import Target, _require_bucket, connect_for, finish_upload
 
     progress = progress or NoProgress()
     notify = notify or log.info
@@ -531,13 +524,8 @@ def upload_stdin(
     volume_gib = request.volume_gib
     if volume_gib is not None:
         volume_gib = _requested_volume(volume_gib, 1)
-    conn = connect(
-        settings,
-        bucket,
-        workers=request.workers or default_workers(),
-        create=request.create_bucket,
-        ignore_region_affinity=request.ignore_region_affinity,
-        expected_owner=request.bucket_owner,
+    conn = connect_for(
+        settings, request, bucket, expected_owner=request.bucket_owner, create=request.create_bucket
     )
     cancel = cancel or CancelToken()
     uploader = StreamedUpload(

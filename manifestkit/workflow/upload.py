@@ -241,6 +241,26 @@ def connect(
     return Connection(session, s3, region, bucket_region)
 
 
+def connect_for(
+    settings: AwsSettings,
+    request: UploadRequest,
+    bucket: str,
+    *,
+    expected_owner: str | None,
+    create: bool = False,
+    workers: int | None = None,
+) -> Connection:
+    """``connect`` with ``request``'s workers and region-affinity choice."""
+    return connect(
+        settings,
+        bucket,
+        workers=workers or request.workers or default_workers(),
+        create=create,
+        ignore_region_affinity=request.ignore_region_affinity,
+        expected_owner=expected_owner,
+    )
+
+
 def check_importable(request: UploadRequest, info: ImageInfo, fix: str) -> None:
     """Refuse an image EC2 cannot import, unless ``--dont-verify-format`` (then warn)."""
     if info.importable:
@@ -422,13 +442,12 @@ def upload_image(
                 f"the record of the earlier upload of {request.image} is kept in "
                 f"{record.previous_file}"
             )
-        conn = connect(
+        conn = connect_for(
             settings,
+            request,
             bucket,
-            workers=request.workers or default_workers(),
-            create=request.create_bucket,
-            ignore_region_affinity=request.ignore_region_affinity,
             expected_owner=request.bucket_owner,
+            create=request.create_bucket,
         )
         with image_for_upload(request, progress, notify) as (path, info, converted):
             target = _new_target(request, path, info)
@@ -470,13 +489,13 @@ def put_manifest_only(
     bucket = _require_bucket(request)
     info = inspect_image(request.image, format=request.format)
     check_importable(request, info, "convert it first (manifestkit convert), then import the copy")
-    conn = connect(
+    conn = connect_for(
         settings,
+        request,
         bucket,
-        workers=1,
-        create=request.create_bucket,
-        ignore_region_affinity=request.ignore_region_affinity,
         expected_owner=request.bucket_owner,
+        create=request.create_bucket,
+        workers=1,
     )
     target = _new_target(request, request.image, info)
     # an earlier record of the image is moved aside, not overwritten: still findable
