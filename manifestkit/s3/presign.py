@@ -426,7 +426,11 @@ class PresignedUrlInfo(_AuthQuery):
         return f"{self.credential_date}/{self.region}/{self.service}/aws4_request"
 
     def is_expired(self, now: dt.datetime) -> bool:
-        return _utc(now) >= self.expires_at
+        # aware datetimes compare as instants, and expires_at is a whole second, so this equals
+        # comparing _utc(now) (cut to the second) without building a datetime per URL
+        if now.tzinfo is None:  # botocore's clock is naive UTC, as in _utc
+            now = now.replace(tzinfo=dt.timezone.utc)
+        return now >= self.expires_at
 
 
 class PresignedUrlError(ValueError):
@@ -445,6 +449,7 @@ _REQUIRED = (
 )
 
 
+@functools.lru_cache(maxsize=64)  # a manifest's URLs share one or two host names
 def _bucket_from_aws_host(hostname: str) -> str | None:
     """``bucket.s3.region.amazonaws.com``, ``bucket.s3.amazonaws.com``, ``bucket.s3-region...``."""
     for domain in (".amazonaws.com", ".amazonaws.com.cn"):

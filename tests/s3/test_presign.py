@@ -322,6 +322,23 @@ def test_parse_presigned_url_reads_botocore_urls(endpoint, key):
     assert not verify_presigned_url(url, "GET", SECRET + "x")
 
 
+def test_is_expired_at_the_instant_whatever_the_clock():
+    """Expiry is an instant: naive clocks are UTC, aware ones any zone, microseconds count."""
+    signer = Presigner(
+        ReadOnlyCredentials(ACCESS, SECRET, None), "eu-west-1", expires_in=60, now=FROZEN
+    )
+    info = parse_presigned_url(signer.url("GET", "my-bucket", "k"))
+    edge = FROZEN + dt.timedelta(seconds=60)
+    tick = dt.timedelta(microseconds=1)
+    assert not info.is_expired(edge - tick)
+    assert info.is_expired(edge)
+    assert info.is_expired(edge + tick)
+    paris = dt.timezone(dt.timedelta(hours=2))
+    aware = edge.replace(tzinfo=dt.timezone.utc).astimezone(paris)
+    assert not info.is_expired(aware - tick)
+    assert info.is_expired(aware)
+
+
 def test_parse_with_bucket_hint_on_virtual_custom_endpoint():
     client = botocore_client("eu-west-1", "http://localhost:9000", "virtual", None)
     url = botocore_url(client, "delete_object", "my-bucket", "a/b c", 60)
