@@ -22,6 +22,11 @@ MAX_PART_SIZE = 5 * GiB
 MAX_PARTS = 1_000_000
 
 
+def key_prefix(prefix: str, upload_id: str) -> str:
+    """The folder of one upload's parts and manifest: ``{prefix}/{uuid}/`` (``{uuid}/``)."""
+    return f"{prefix}/{upload_id}/" if prefix else f"{upload_id}/"
+
+
 @dataclass(frozen=True)
 class Part:
     index: int
@@ -93,7 +98,7 @@ class PartPlan:
 
     @property
     def key_prefix(self) -> str:
-        return f"{self.prefix}/{self.upload_id}/" if self.prefix else f"{self.upload_id}/"
+        return key_prefix(self.prefix, self.upload_id)
 
     @property
     def manifest_key(self) -> str:

@@ -14,7 +14,6 @@ like the kind of id it names before the journal is used.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import json
 import os
@@ -26,6 +25,7 @@ from typing import Any
 
 from manifestkit.errors import UsageError
 from manifestkit.files import atomic_private_file
+from manifestkit.workflow.upload_state import default_state_dir, started_now
 
 SUFFIX = ".manifestkit-ami.json"
 FORMAT_VERSION = 1
@@ -106,15 +106,8 @@ def new_journal(image: str, name: str, region: str) -> AmiJournal:
         image=os.path.abspath(image),
         name=name,
         region=region,
-        started_at=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        started_at=started_now(),
     )
-
-
-def _default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "state"
-    )
-    return Path(base) / "manifestkit"
 
 
 def journal_path(image: str, name: str, region: str, state_dir: str | None) -> Path:
@@ -125,7 +118,7 @@ def journal_path(image: str, name: str, region: str, state_dir: str | None) -> P
         return Path(state_dir) / filename
     if os.access(absolute.parent, os.W_OK):
         return absolute.parent / filename
-    return _default_state_dir() / filename
+    return default_state_dir() / filename
 
 
 def write_journal(path: Path, journal: AmiJournal) -> None:

@@ -341,8 +341,7 @@ def resume_streamed(
         )
         owner = request.bucket_owner or state.expected_bucket_owner
         conn = connect_for(settings, request, state.bucket, expected_owner=owner)
-        key_prefix = f"{state.prefix}/{state.upload_id}/" if state.prefix else f"{state.upload_id}/"
-        existing = list_existing(conn.s3, state.bucket, key_prefix, expected_owner=owner)
+        existing = list_existing(conn.s3, state.bucket, state.key_prefix, expected_owner=owner)
         result = _send(
             conn,
             settings,

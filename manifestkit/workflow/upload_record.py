@@ -30,6 +30,7 @@ from manifestkit.workflow.upload_state import (
     UploadState,
     find_state,
     new_state,
+    started_now,
     state_path_for,
     write_state,
 )
@@ -376,7 +377,7 @@ class UploadRecord:
             volume_gib=volume_gib,
             s3_endpoint_url=s3_endpoint_url,
             expected_bucket_owner=expected_bucket_owner,
-            started_at=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+            started_at=started_now(),
             converted=True,
             stream=stream,
         )

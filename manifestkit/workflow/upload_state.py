@@ -21,7 +21,7 @@ from typing import Any
 
 from manifestkit.errors import UsageError
 from manifestkit.files import atomic_private_file
-from manifestkit.parts import PartPlan
+from manifestkit.parts import PartPlan, key_prefix
 
 SUFFIX = ".manifestkit-state.json"
 FORMAT_VERSION = 1
@@ -69,7 +69,7 @@ class UploadState:
     @property
     def key_prefix(self) -> str:
         """The upload's folder (known before the size of a streamed upload is)."""
-        return f"{self.prefix}/{self.upload_id}/" if self.prefix else f"{self.upload_id}/"
+        return key_prefix(self.prefix, self.upload_id)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -101,11 +101,17 @@ def new_state(
         volume_gib=volume_gib,
         s3_endpoint_url=s3_endpoint_url,
         expected_bucket_owner=expected_bucket_owner,
-        started_at=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        started_at=started_now(),
     )
 
 
-def _default_state_dir() -> Path:
+def started_now() -> str:
+    """A state file's ``started_at``: UTC, whole seconds, ISO 8601."""
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def default_state_dir() -> Path:
+    """Where state files go when the image's folder is not writable (XDG state home)."""
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(
         os.path.expanduser("~"), ".local", "state"
     )
@@ -124,7 +130,7 @@ def candidate_paths(
     absolute = Path(os.path.abspath(image))
     if state_dir is not None:
         return [_in_dir(absolute, Path(state_dir))]
-    return [absolute.with_name(absolute.name + SUFFIX), _in_dir(absolute, _default_state_dir())]
+    return [absolute.with_name(absolute.name + SUFFIX), _in_dir(absolute, default_state_dir())]
 
 
 def state_path_for(image: str | os.PathLike[str], state_dir: str | os.PathLike[str] | None) -> Path:
