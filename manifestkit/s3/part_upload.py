@@ -33,6 +33,7 @@ image is 1 GiB or 1 TiB.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import logging
 import os
@@ -101,14 +102,29 @@ class UploadStats:
     file_bytes: int
 
     def to_dict(self) -> dict[str, int]:
-        return {
-            "parts": self.parts,
-            "put": self.put,
-            "copied": self.copied,
-            "kept": self.kept,
-            "bytes_sent": self.bytes_sent,
-            "file_bytes": self.file_bytes,
-        }
+        return dataclasses.asdict(self)
+
+
+class PartTally:
+    """What one run's parts came to, added up as their outcomes arrive."""
+
+    def __init__(self) -> None:
+        self.counts = {"put": 0, "copy": 0, "kept": 0}
+        self.bytes_sent = 0
+
+    def add(self, outcome: PartOutcome) -> None:
+        self.counts[outcome.action] += 1
+        self.bytes_sent += outcome.bytes_sent
+
+    def stats(self, *, parts: int, file_bytes: int) -> UploadStats:
+        return UploadStats(
+            parts=parts,
+            put=self.counts["put"],
+            copied=self.counts["copy"],
+            kept=self.counts["kept"],
+            bytes_sent=self.bytes_sent,
+            file_bytes=file_bytes,
+        )
 
 
 class _ETagMismatch(Exception):
@@ -274,13 +290,10 @@ class PartUploader:
     # -- the whole run ------------------------------------------------------------------------
 
     def run(self, parts: Iterable[Part] | None = None) -> UploadStats:
-        counts = {"put": 0, "copy": 0, "kept": 0}
-        sent = 0
+        tally = PartTally()
 
         def on_result(part: Part, outcome: PartOutcome) -> None:
-            nonlocal sent
-            counts[outcome.action] += 1
-            sent += outcome.bytes_sent
+            tally.add(outcome)
             self.digests[16 * part.index : 16 * part.index + 16] = outcome.md5
             self.progress.advance(part.size)
 
@@ -307,14 +320,7 @@ class PartUploader:
         finally:
             os.close(self._fd)
             self._fd = -1
-        return UploadStats(
-            parts=self.plan.count,
-            put=counts["put"],
-            copied=counts["copy"],
-            kept=counts["kept"],
-            bytes_sent=sent,
-            file_bytes=self.plan.file_bytes,
-        )
+        return tally.stats(parts=self.plan.count, file_bytes=self.plan.file_bytes)
 
     def md5_hex(self, index: int) -> str:
         return self.digests[16 * index : 16 * index + 16].hex()

@@ -35,6 +35,7 @@ from manifestkit.progress import NoProgress, Progress
 from manifestkit.s3.part_upload import (
     DEFAULT_PART_RETRIES,
     PartOutcome,
+    PartTally,
     PartUploader,
     RemoteObject,
     UploadStats,
@@ -164,15 +165,12 @@ class StreamedUpload:
     def run(self, chunks: Iterable[bytes]) -> UploadStats:
         """Send every part of ``chunks``; raises what the producer or a part raised."""
         naming = self._naming
-        counts = {"put": 0, "copy": 0, "kept": 0}
-        sent = 0
+        tally = PartTally()
         total = 0
         digests = self._uploader.digests
 
         def on_result(part: Part, outcome: PartOutcome) -> None:
-            nonlocal sent
-            counts[outcome.action] += 1
-            sent += outcome.bytes_sent
+            tally.add(outcome)
             if len(digests) < 16 * (part.index + 1):
                 digests.extend(bytes(16 * (part.index + 1) - len(digests)))
             digests[16 * part.index : 16 * part.index + 16] = outcome.md5
@@ -213,14 +211,7 @@ class StreamedUpload:
             prefix=naming.prefix,
             upload_id=naming.upload_id,
         )
-        return UploadStats(
-            parts=self.plan.count,
-            put=counts["put"],
-            copied=counts["copy"],
-            kept=counts["kept"],
-            bytes_sent=sent,
-            file_bytes=total,
-        )
+        return tally.stats(parts=self.plan.count, file_bytes=total)
 
     def md5_hex(self, index: int) -> str:
         return self._uploader.md5_hex(index)
