@@ -564,15 +564,15 @@ ENV_AUTH = "manifestkit.sandbox.auth"
 
 
 def endpoint_for(context: Any) -> ImageEndpoint:
-    with context.lock:
-        endpoint = context.state.get(_STATE_KEY)
-        if endpoint is None:
-            endpoint = context.state[_STATE_KEY] = ImageEndpoint(
-                ec2_backend=lambda region, account: context.ec2_backend(region, account),
-                submit=context.submit,
-                stopping=context.stopping,
-            )
-        return endpoint
+    endpoint: ImageEndpoint = context.shared(
+        _STATE_KEY,
+        lambda: ImageEndpoint(
+            ec2_backend=lambda region, account: context.ec2_backend(region, account),
+            submit=context.submit,
+            stopping=context.stopping,
+        ),
+    )
+    return endpoint
 
 
 def handle(environ: dict[str, Any], context: Any) -> Response | None:

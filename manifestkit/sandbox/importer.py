@@ -339,16 +339,16 @@ def request_params(environ: dict[str, Any]) -> dict[str, str]:
 
 def endpoint_for(context: Any) -> ImportEndpoint:
     """The one ImportEndpoint of the sandbox ``context`` belongs to (created on first use)."""
-    with context.lock:
-        endpoint = context.state.get(_STATE_KEY)
-        if endpoint is None:
-            endpoint = context.state[_STATE_KEY] = ImportEndpoint(
-                ec2_backend=lambda region, account: context.ec2_backend(region, account),
-                clock=context.clock.now,
-                submit=context.submit,
-                stopping=context.stopping,
-            )
-        return endpoint
+    endpoint: ImportEndpoint = context.shared(
+        _STATE_KEY,
+        lambda: ImportEndpoint(
+            ec2_backend=lambda region, account: context.ec2_backend(region, account),
+            clock=context.clock.now,
+            submit=context.submit,
+            stopping=context.stopping,
+        ),
+    )
+    return endpoint
 
 
 def configure(context: Any, settings: ImporterSettings | None) -> None:

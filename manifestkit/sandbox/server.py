@@ -263,6 +263,13 @@ class SandboxContext:
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
         return self.executor.submit(fn, *args, **kwargs)
 
+    def shared(self, key: str, make: Callable[[], Any]) -> Any:
+        """The one object ``key`` names in this sandbox, made by ``make`` on first use."""
+        with self.lock:
+            if key not in self.state:
+                self.state[key] = make()
+            return self.state[key]
+
     def ec2_backend(self, region: str | None = None, account_id: str | None = None) -> Any:
         """moto's EC2Backend for the region (default: the sandbox's) and account."""
         from moto.ec2.models import ec2_backends
