@@ -9,7 +9,9 @@ command's own output alone.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -76,6 +78,24 @@ def sandbox_flags(sandbox: Any, bucket: str, state_dir: Path) -> list[str]:
     ]
 
 
+def ami_args(
+    sandbox: Any, bucket: str, state_dir: Path, image: Path, ami_name: str, *more: str
+) -> list[str]:
+    """``--output json import-ami IMAGE --name NAME`` against the session sandbox, then ``more``."""
+    return ["--output", "json", "import-ami", str(image), "--name", ami_name,
+            *sandbox_flags(sandbox, bucket, state_dir), *more]  # fmt: skip
+
+
+def ami_process(
+    sandbox: Any, bucket: str, state_dir: Path, image: Path, ami_name: str, *more: str
+) -> tuple[list[str], dict[str, str]]:
+    """The argv and environment of ``ami_args`` run as ``python -m manifestkit`` (a real process,
+    for signals)."""
+    argv = [sys.executable, "-m", "manifestkit",
+            *ami_args(sandbox, bucket, state_dir, image, ami_name, *more)]  # fmt: skip
+    return argv, {**os.environ, **sandbox.env(), "PYTHONPATH": str(ROOT)}
+
+
 @pytest.fixture
 def ami(
     sandbox: Any, bucket: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -83,18 +103,8 @@ def ami(
     """``ami(IMAGE, NAME, *more)`` -> (exit code, the JSON document or stdout, stderr)."""
 
     def run(image: Path, ami_name: str, *more: str) -> tuple[int, Any, str]:
-        argv = [
-            "--output",
-            "json",
-            "import-ami",
-            str(image),
-            "--name",
-            ami_name,
-            *sandbox_flags(sandbox, bucket, tmp_path / "state"),
-            *more,
-        ]
         try:
-            code = main(argv)
+            code = main(ami_args(sandbox, bucket, tmp_path / "state", image, ami_name, *more))
         except SystemExit as exc:
             code = int(exc.code or 0)
         out, err = capsys.readouterr()

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,10 @@ import pytest
 
 from manifestkit.workflow.ami import CHECKPOINTS
 from tests.ami.conftest import (
-    ROOT,
+    ami_process,
     bucket_keys,
     client,
     images_named,
-    sandbox_flags,
     tagged,
     tasks_for_bucket,
     volume_exists,
@@ -96,10 +94,8 @@ def test_kill_9_at_a_step_then_the_same_command_continues(
     tmp_path: Path,
 ) -> None:
     image = image_file("vmdk-stream")
-    argv = [sys.executable, "-m", "manifestkit", "--output", "json", "import-ami", str(image),
-            "--name", name, "--copy-to", COPY_REGION, "--public", "-q",
-            *sandbox_flags(sandbox, bucket, tmp_path / "state")]  # fmt: skip
-    env = {**os.environ, **sandbox.env(), "PYTHONPATH": str(ROOT)}
+    argv, env = ami_process(sandbox, bucket, tmp_path / "state", image, name,
+                            "--copy-to", COPY_REGION, "--public", "-q")  # fmt: skip
     env["MANIFESTKIT_AMI_TEST_STOP"] = f"{step}:kill"
     killed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
@@ -137,10 +133,8 @@ def test_kill_9_in_the_middle_of_the_upload_continues_that_upload(
 ) -> None:
     image = tmp_path / "disk.raw"
     image.write_bytes(os.urandom(1 << 20))
-    argv = [sys.executable, "-m", "manifestkit", "--output", "json", "import-ami", str(image),
-            "--name", name, "--part-size", "32KiB", "--workers", "1",
-            *sandbox_flags(sandbox, bucket, tmp_path / "state")]  # fmt: skip
-    env = {**os.environ, **sandbox.env(), "PYTHONPATH": str(ROOT)}
+    argv, env = ami_process(sandbox, bucket, tmp_path / "state", image, name,
+                            "--part-size", "32KiB", "--workers", "1")  # fmt: skip
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
@@ -177,9 +171,7 @@ def test_sigterm_while_waiting_for_the_snapshot_then_the_same_command_continues(
     monkeypatch.setenv("MANIFESTKIT_SANDBOX_SNAPSHOT_DELAY", "3")  # the sandbox's own knob
     image = image_file("raw")
     state = tmp_path / "state"
-    argv = [sys.executable, "-m", "manifestkit", "--output", "json", "import-ami", str(image),
-            "--name", name, *sandbox_flags(sandbox, bucket, state)]  # fmt: skip
-    env = {**os.environ, **sandbox.env(), "PYTHONPATH": str(ROOT)}
+    argv, env = ami_process(sandbox, bucket, state, image, name)
     process = subprocess.Popen(
         argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
