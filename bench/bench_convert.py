@@ -29,6 +29,8 @@ import tempfile
 import time
 import zlib
 
+from peak_rss import PeakRss, mib_text
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MiB = 1024 * 1024
@@ -81,18 +83,20 @@ def make_image(path: str, size: int, seed: int = 2026) -> dict[str, int]:
     return mix
 
 
-def timed(cmd: list[str]) -> tuple[float, float, float]:
-    """Run ``cmd``; return (wall seconds, CPU seconds, peak RSS in MiB) of that process alone,
-    from wait4(2)."""
+def timed(cmd: list[str]) -> tuple[float, float, float | None]:
+    """Run ``cmd``; return (wall seconds, CPU seconds from wait4(2), peak RSS in MiB of that
+    process alone: ``peak_rss``, not wait4's ru_maxrss, which starts at this bench's own)."""
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    peak = PeakRss(cmd)
     started = time.perf_counter()
-    child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    child = subprocess.Popen(peak.argv, env=env, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
     child.returncode = os.waitstatus_to_exitcode(status)
+    kib = peak.kib()
     if child.returncode:
         raise SystemExit(f"{cmd[0]} failed with exit {child.returncode}")
-    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return seconds, usage.ru_utime + usage.ru_stime, None if kib is None else kib / 1024
 
 
 def compare_levels(path: str) -> None:
@@ -198,7 +202,7 @@ def compare_tools(qemu: str, src: str, src_fmt: str, label: str, folder: str, ar
     qemu_cmd = [qemu, "convert", "-f", src_fmt, "-O", "vmdk", "-o", "subformat=streamOptimized"]
     workers = ["--workers", str(args.workers)] if args.workers else []
     our_cmd = [sys.executable, "-m", "manifestkit", "convert", "-q", "--force", *workers]
-    runs: dict[str, list[tuple[float, float, float]]] = {"qemu": [], "ours": []}
+    runs: dict[str, list[tuple[float, float, float | None]]] = {"qemu": [], "ours": []}
     loads = []
     # alternate the two: the machine is shared
     for _ in range(args.repeat):
@@ -218,15 +222,17 @@ def compare_tools(qemu: str, src: str, src_fmt: str, label: str, folder: str, ar
         walls = ", ".join(f"{r[0]:.2f}" for r in results)
         print(f"  {name} wall seconds per run: {walls}")
     med = {k: statistics.median(r[0] for r in v) for k, v in runs.items()}
-    best = {k: min(v) for k, v in runs.items()}
+    best = {k: min(v, key=lambda r: r[0]) for k, v in runs.items()}
     for name, key, size in (
         ("qemu-img convert", "qemu", q_bytes),
         ("manifestkit", "ours", o_bytes),
     ):
-        s_, cpu, rss = best[key]
+        s_, cpu, _ = best[key]
+        peaks = [r[2] for r in runs[key] if r[2] is not None]
+        rss = mib_text(int(max(peaks) * 1024) if peaks else None)
         print(
-            f"  {name:17s}: min {s_:6.2f} s median {med[key]:6.2f} s wall, {cpu:6.2f} s CPU, "
-            f"peak RSS {rss:5.1f} MiB, {size:>13,} bytes"
+            f"  {name:17s}: min {s_:6.2f} s median {med[key]:6.2f} s wall, {cpu:6.2f} s CPU "
+            f"(fastest run), peak RSS {rss} (highest of the runs), {size:>13,} bytes"
         )
     print(
         f"  speed ratio (qemu-img wall / ours): min-to-min "

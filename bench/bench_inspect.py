@@ -29,6 +29,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from peak_rss import PeakRss, mib_text  # noqa: E402
+
 import manifestkit.images.reader as reader_module  # noqa: E402
 from manifestkit.images import inspect_image  # noqa: E402
 
@@ -86,15 +88,18 @@ def qemu(*args: str) -> None:
     subprocess.run(["qemu-img", *args], check=True, stdout=subprocess.DEVNULL)
 
 
-def timed_child(argv: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one child process."""
+def timed_child(argv: list[str]) -> tuple[float, int | None]:
+    """Wall seconds and peak RSS (KiB) of one child process alone (``peak_rss``: wait4's
+    ru_maxrss would start at this bench's own RSS)."""
+    peak = PeakRss(argv)
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(peak.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
+    kib = peak.kib()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{argv[:3]} failed: {proc.stderr.read().decode() if proc.stderr else ''}")
-    return seconds, usage.ru_maxrss
+    return seconds, kib
 
 
 def semi_compressible_raw(path: Path, size: int) -> None:
@@ -217,7 +222,7 @@ def main() -> int:
         ):
             print(
                 f"  {label:36s} {seconds:7.2f} s  {file_bytes / MiB / seconds:8.1f} MiB/s of file  "
-                f"{capacity / MiB / seconds:8.1f} MiB/s of disk  peak RSS {rss / 1024:.1f} MiB"
+                f"{capacity / MiB / seconds:8.1f} MiB/s of disk  peak RSS {mib_text(rss)}"
             )
         print(f"  ratio inspect --deep / qemu-img check time: {ours / check:.2f}x")
         print(f"  ratio inspect --deep / qemu-img convert time: {ours / full:.2f}x")

@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from peak_rss import PeakRss, mib_text  # noqa: E402
+
 from manifestkit.manifest import write_manifest  # noqa: E402
 from manifestkit.parts import PartPlan  # noqa: E402
 from manifestkit.s3.presign import Presigner  # noqa: E402
@@ -47,14 +49,16 @@ def document(mib: int) -> bytes:
     return out.getvalue().replace(b"<parts ", b'<parts x="' + b"a" * (mib * 1024 * 1024) + b'" ')
 
 
-def child(argv: list[str]) -> tuple[float, int, int]:
-    """(seconds, peak RSS KiB of this child alone: os.wait4's rusage, exit code)."""
+def child(argv: list[str]) -> tuple[float, int | None, int]:
+    """(seconds, peak RSS KiB of this child alone, exit code). The RSS comes from ``peak_rss``:
+    wait4's ru_maxrss would start at this bench's own, which holds the whole document."""
+    peak = PeakRss(argv)
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(peak.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return seconds, usage.ru_maxrss, proc.returncode
+    return seconds, peak.kib(), proc.returncode
 
 
 def main() -> int:
@@ -80,7 +84,8 @@ def main() -> int:
             secs = [r[0] for r in runs]
             print(
                 f"{name:26} min {min(secs):6.2f} s  median {statistics.median(secs):6.2f} s  "
-                f"peak RSS {max(r[1] for r in runs) / 1024:6.0f} MiB  exit {runs[-1][2]}"
+                f"peak RSS {mib_text(max((r[1] for r in runs if r[1] is not None), default=None))}"
+                f"  exit {runs[-1][2]}"
             )
         ratio = min(r[0] for r in tool) / min(r[0] for r in base)
         print(f"ratio validate / baseline (min): {ratio:.2f}; {args.mib} MiB attribute")
