@@ -21,6 +21,7 @@ import boto3
 import pytest
 
 from manifestkit.cli import main
+from tests.e2e.helpers import endpoint_flags
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
@@ -63,12 +64,7 @@ def name() -> str:
 
 def sandbox_flags(sandbox: Any, bucket: str, state_dir: Path) -> list[str]:
     return [
-        "--region",
-        sandbox.region,
-        "--s3-endpoint-url",
-        sandbox.s3_endpoint_url,
-        "--ec2-endpoint-url",
-        sandbox.ec2_endpoint_url,
+        *endpoint_flags(sandbox),
         "-b",
         bucket,
         "--state-dir",

@@ -7,13 +7,14 @@ on 127.0.0.1).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.cli.helpers import new_user_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
@@ -65,20 +66,7 @@ def workdir(tmp_path: Path, images: dict[str, Path]) -> Path:
     return tmp_path
 
 
-def _clean_env(**extra: str) -> dict[str, str]:
-    """A new user's environment: no AWS credentials, no region, no config files."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MANIFESTKIT_"))}
-    env.update(
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-        AWS_EC2_METADATA_DISABLED="true",
-        PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-    )
-    env.update(extra)
-    return env
-
-
 @pytest.fixture
 def clean_env() -> Callable[..., dict[str, str]]:
     """``clean_env(**extra)``: the environment for a ``manifestkit`` subprocess."""
-    return _clean_env
+    return new_user_env

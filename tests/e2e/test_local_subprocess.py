@@ -6,28 +6,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.cli.helpers import manifestkit
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
-
-
-def manifestkit(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120) -> Any:
-    return subprocess.run(
-        [sys.executable, "-m", "manifestkit", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 @pytest.mark.slow
