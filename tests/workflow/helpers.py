@@ -79,3 +79,31 @@ def assert_parts_match(manifest_path: Path, image: Path) -> int:
         assert status == 200, (part.index, body[:200])
         assert body == data[part.start : part.end + 1], f"part {part.index} differs"
     return len(parts)
+
+
+def download_parts(
+    manifest_url: str, folder: Path, name: str = "uploaded.vmdk", manifest_name: str = "m.xml"
+) -> tuple[Path, list]:
+    """The uploaded file put together from its parts' GET URLs (the importer's view) in
+    ``folder/name``, and the manifest's parts; the manifest is kept as ``folder/manifest_name``."""
+    header, parts = read_manifest(str(fetch_manifest(manifest_url, folder / manifest_name)))
+    out = folder / name
+    with open(out, "wb") as f:
+        for part in parts:
+            status, body = http("GET", part.get_url)
+            assert status == 200, (part.index, body[:200])
+            assert len(body) == part.size
+            f.write(body)
+    assert out.stat().st_size == header.size
+    return out, parts
+
+
+def assert_same_disk(uploaded: Path, source: Path | str, source_format: str) -> None:
+    """``qemu-img compare`` finds the uploaded VMDK's guest data equal to ``source``'s, and
+    ``qemu-img check`` finds no error in it."""
+    from convert.helpers import qemu
+
+    compare = qemu("compare", "-f", "vmdk", "-F", source_format, str(uploaded), str(source))
+    assert compare.returncode == 0, compare.stdout + compare.stderr
+    check = qemu("check", str(uploaded))
+    assert check.returncode == 0 and "No errors" in check.stdout, check.stdout + check.stderr

@@ -26,7 +26,7 @@ from convert.helpers import needs_qemu, qemu, qemu_make, write_mixed_raw
 
 from manifestkit.manifest import read_manifest
 
-from .helpers import MiB, fetch_manifest, http, random_image, run_cli
+from .helpers import MiB, download_parts, fetch_manifest, http, random_image, run_cli
 
 KEY, SECRET, REGION = "rclone-test-key", "rclone-test-secret", "us-east-1"
 PART = 256 * 1024
@@ -120,19 +120,6 @@ def _keys(s3: object, bucket: str) -> dict[str, str]:
     return {o["Key"]: o["ETag"].strip('"') for o in listing.get("Contents", [])}
 
 
-def _download(manifest_url: str, folder: Path) -> Path:
-    """The uploaded file put together from the GET URLs, as the importer reads it."""
-    header, parts = read_manifest(str(fetch_manifest(manifest_url, folder / "manifest.xml")))
-    out = folder / "downloaded"
-    with open(out, "wb") as f:
-        for part in parts:
-            status, body = http("GET", part.get_url)
-            assert status == 200, (part.index, body[:200])
-            f.write(body)
-    assert out.stat().st_size == header.size
-    return out
-
-
 @needs_qemu
 def test_upload_validate_verify_resume_delete(rclone: str, s3: object, bucket: str, tmp_path):
     raw = tmp_path / "disk.raw"
@@ -147,7 +134,7 @@ def test_upload_validate_verify_resume_delete(rclone: str, s3: object, bucket: s
     assert code == 0, err
     doc = json.loads(out)
     assert doc["parts"] > 1
-    downloaded = _download(doc["manifest_url"], tmp_path)
+    downloaded, _ = download_parts(doc["manifest_url"], tmp_path, "downloaded", "manifest.xml")
     assert downloaded.read_bytes() == image.read_bytes()
     compare = qemu("compare", "-f", "vmdk", "-F", "raw", str(downloaded), str(raw))
     assert compare.returncode == 0, compare.stdout + compare.stderr
@@ -200,7 +187,7 @@ def test_streamed_conversion_reads_back_equal_to_the_source(
     assert code == 0, err
     doc = json.loads(out)
     assert doc["converted"] and doc["parts"] > 1
-    downloaded = _download(doc["manifest_url"], tmp_path)
+    downloaded, _ = download_parts(doc["manifest_url"], tmp_path, "downloaded", "manifest.xml")
     compare = qemu("compare", "-f", "vmdk", "-F", "vmdk", str(downloaded), str(sparse))
     assert compare.returncode == 0, compare.stdout + compare.stderr
 

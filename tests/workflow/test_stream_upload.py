@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from convert.helpers import SOURCES, needs_qemu, qemu, qemu_make, write_mixed_raw
+from convert.helpers import SOURCES, needs_qemu, qemu_make, write_mixed_raw
 from loopdev import loop_device, needs_losetup
 
 from manifestkit.errors import ImageError
@@ -25,30 +25,17 @@ from manifestkit.workflow import UploadRequest, upload_image
 from manifestkit.workflow.stream_upload import upload_streamed
 
 from .faultproxy import FaultProxy
-from .helpers import MiB, fetch_manifest, http, random_image, run_cli
+from .helpers import (
+    MiB,
+    assert_same_disk,
+    download_parts,
+    fetch_manifest,
+    http,
+    random_image,
+    run_cli,
+)
 
 PART = 256 * 1024
-
-
-def _download(url: str, folder: Path, name: str = "uploaded.vmdk") -> tuple[Path, list]:
-    """The uploaded file, put together from its parts' GET URLs (the importer's view)."""
-    header, parts = read_manifest(str(fetch_manifest(url, folder / "m.xml")))
-    out = folder / name
-    with open(out, "wb") as f:
-        for part in parts:
-            status, body = http("GET", part.get_url)
-            assert status == 200, (part.index, body[:200])
-            assert len(body) == part.size
-            f.write(body)
-    assert out.stat().st_size == header.size
-    return out, parts
-
-
-def _same(uploaded: Path, source: Path | str, source_format: str) -> None:
-    compare = qemu("compare", "-f", "vmdk", "-F", source_format, str(uploaded), str(source))
-    assert compare.returncode == 0, compare.stdout + compare.stderr
-    check = qemu("check", str(uploaded))
-    assert check.returncode == 0 and "No errors" in check.stdout, check.stdout + check.stderr
 
 
 @pytest.fixture
@@ -85,7 +72,7 @@ def _upload(s3server, bucket, image, *extra, part_size: int = PART) -> dict:
     [("raw", None, ()), *SOURCES],
     ids=["raw", *(s[0] for s in SOURCES)],
 )
-def test_every_source_format_streams_and_reads_back_the_same(
+def test_every_source_format_streams_and_reads_back_theassert_same_disk(
     s3server, bucket, tmp_path, empty_tmpdir, made, fmt, options
 ):
     raw = tmp_path / "src.raw"
@@ -108,9 +95,9 @@ def test_every_source_format_streams_and_reads_back_the_same(
         p.name
         for p in tmp_path.glob("src-*.vmdk")  # twoGbMaxExtent's extent files
     } | {p.name for p in tmp_path.glob("src-f*.vmdk")}
-    uploaded, parts = _download(doc["manifest_url"], tmp_path)
+    uploaded, parts = download_parts(doc["manifest_url"], tmp_path)
     assert len(parts) == doc["parts"] > 1
-    _same(uploaded, raw, "raw")
+    assert_same_disk(uploaded, raw, "raw")
     state = json.loads(next(states.iterdir()).read_text())
     assert state["complete"] and state["file_bytes"] == doc["file_bytes"]
 
@@ -196,7 +183,7 @@ def test_an_interrupted_streamed_upload_resumes_sending_only_the_missing_parts(
         assert code == 0, err
         doc = json.loads(out)
         assert "converting again" in err
-        uploaded, parts = _download(doc["manifest_url"], tmp_path)
+        uploaded, parts = download_parts(doc["manifest_url"], tmp_path)
     # oracle: the parts already there whose bytes are the final ones were kept, the rest sent
     data = uploaded.read_bytes()
     import hashlib
@@ -207,7 +194,7 @@ def test_an_interrupted_streamed_upload_resumes_sending_only_the_missing_parts(
     assert good >= 5
     assert doc["kept"] == good and doc["put"] == len(parts) - good == len(proxy.part_puts())
     assert doc["converted"] and doc["manifest_written"]
-    _same(uploaded, raw, "raw")
+    assert_same_disk(uploaded, raw, "raw")
 
 
 @needs_qemu
@@ -302,8 +289,8 @@ def test_a_loop_device_streams_converted_and_resumes(s3server, bucket, tmp_path,
         assert code == 2 and "--convert" in err and err.count("\n") == 1
         doc = _upload(s3server, bucket, device, "--state-dir", str(states))
         assert doc["converted"] and doc["file_bytes"] < 2 * MiB  # zero grains are not stored
-        uploaded, parts = _download(doc["manifest_url"], tmp_path)
-        _same(uploaded, device, "raw")
+        uploaded, parts = download_parts(doc["manifest_url"], tmp_path)
+        assert_same_disk(uploaded, device, "raw")
         assert list(empty_tmpdir.iterdir()) == []
         # resuming the complete upload converts again and sends nothing
         record = next(states.iterdir())

@@ -12,7 +12,14 @@ import pytest
 
 from manifestkit.manifest import read_manifest
 
-from .helpers import MiB, fetch_manifest, http, random_image, run_cli
+from .helpers import (
+    MiB,
+    assert_same_disk,
+    download_parts,
+    fetch_manifest,
+    random_image,
+    run_cli,
+)
 
 needs_qemu = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
 
@@ -50,13 +57,7 @@ def test_convert_uploads_an_importable_copy(s3server, bucket, tmp_path):
     doc = json.loads(out)
     assert doc["converted"] and doc["file_format"] == "VMDK"
     assert _temp_folders() == before  # the temporary copy is gone
-    header, parts = read_manifest(str(fetch_manifest(doc["manifest_url"], tmp_path / "m.xml")))
-    uploaded = tmp_path / "uploaded.vmdk"
-    with open(uploaded, "wb") as out_file:
-        for part in parts:
-            status, body = http("GET", part.get_url)
-            assert status == 200
-            out_file.write(body)
+    uploaded, _ = download_parts(doc["manifest_url"], tmp_path)
     info = json.loads(
         subprocess.run(
             ["qemu-img", "info", "--output=json", str(uploaded)],
@@ -68,12 +69,7 @@ def test_convert_uploads_an_importable_copy(s3server, bucket, tmp_path):
     assert info["format"] == "vmdk" and info["format-specific"]["data"]["create-type"] == (
         "streamOptimized"
     )
-    same = subprocess.run(
-        ["qemu-img", "compare", "-f", "vmdk", "-F", "raw", str(uploaded), str(raw)],
-        capture_output=True,
-        text=True,
-    )
-    assert same.returncode == 0, same.stdout + same.stderr
+    assert_same_disk(uploaded, raw, "raw")
 
 
 @needs_qemu
@@ -101,18 +97,8 @@ def test_resume_of_a_converted_upload_converts_again_without_being_told(s3server
     again = json.loads(out)
     assert again["converted"] and again["upload_id"] == doc["upload_id"]
     assert again["put"] >= 2 and again["kept"] >= 1
-    uploaded = tmp_path / "uploaded.vmdk"
-    with open(uploaded, "wb") as out_file:
-        for part in parts:
-            status, body = http("GET", part.get_url)
-            assert status == 200
-            out_file.write(body)
-    same = subprocess.run(
-        ["qemu-img", "compare", "-f", "vmdk", "-F", "raw", str(uploaded), str(raw)],
-        capture_output=True,
-        text=True,
-    )
-    assert same.returncode == 0, same.stdout + same.stderr
+    uploaded, _ = download_parts(again["manifest_url"], tmp_path)
+    assert_same_disk(uploaded, raw, "raw")
 
 
 def test_local_sandbox_creates_the_bucket(tmp_path):
