@@ -45,17 +45,22 @@ def test_issue11_item4_inspect_10tib_raw_names_working_part_size(tmp_path, capsy
     assert "importable   no" in out and f"--part-size {suggested}" in out
 
 
-def test_issue11_item4_convert_refuses_16tib_before_converting(tmp_path, capsys):
+def _vmdk_of_16tib(folder):
     """Two 8 TiB flat extents over one sparse file: a 16 TiB disk on any file system."""
-    sparse(tmp_path / "flat.raw", 8 * TiB)
+    sparse(folder / "flat.raw", 8 * TiB)
     sectors = 8 * TiB // 512
-    desc = tmp_path / "huge.vmdk"
+    desc = folder / "huge.vmdk"
     desc.write_text(
         "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
         'createType="monolithicFlat"\n\n'
         f'RW {sectors} FLAT "flat.raw" 0\nRW {sectors} FLAT "flat.raw" 0\n\n'
         'ddb.adapterType = "lsilogic"\n'
     )
+    return desc
+
+
+def test_issue11_item4_convert_refuses_16tib_before_converting(tmp_path, capsys):
+    desc = _vmdk_of_16tib(tmp_path)
     assert main(["inspect", str(desc), "--output", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["capacity_bytes"] == 16 * TiB and doc["importable"] is False
@@ -82,14 +87,7 @@ def test_issue11_item4_streamed_convert_upload_refuses_16tib_before_sending(tmp_
         raise AssertionError("connected to S3 for a disk that cannot be imported")
 
     monkeypatch.setattr(upload_module, "connect", no_connection)
-    sparse(tmp_path / "flat.raw", 8 * TiB)
-    sectors = 8 * TiB // 512
-    desc = tmp_path / "huge.vmdk"
-    desc.write_text(
-        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
-        'createType="monolithicFlat"\n\n'
-        f'RW {sectors} FLAT "flat.raw" 0\nRW {sectors} FLAT "flat.raw" 0\n'
-    )
+    desc = _vmdk_of_16tib(tmp_path)
     request = UploadRequest(
         image=str(desc), bucket="my-bucket", convert=True, state_dir=str(tmp_path / "state")
     )
