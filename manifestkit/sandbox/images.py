@@ -560,7 +560,6 @@ def _error(error: Ec2ApiError, request_id: str) -> Response:
 
 _STATE_KEY = "manifestkit.sandbox.images"
 ENV_PARAMS = "manifestkit.sandbox.params"
-ENV_AUTH = "manifestkit.sandbox.auth"
 
 
 def endpoint_for(context: Any) -> ImageEndpoint:
@@ -581,7 +580,4 @@ def handle(environ: dict[str, Any], context: Any) -> Response | None:
     params = dict(environ.get(ENV_PARAMS) or {})
     if params.get("Action") not in DENIABLE:
         return None
-    auth = environ.get(ENV_AUTH)
-    region = getattr(auth, "region", None) or context.region
-    account_id = getattr(auth, "account_id", None) or context.account_id
-    return endpoint_for(context).handle_params(params, str(region), str(account_id))
+    return endpoint_for(context).handle_params(params, *context.signed_for(environ))

@@ -317,7 +317,6 @@ def _answer(status: int, body: bytes) -> Response:
 _STATE_KEY = "manifestkit.sandbox.importer"
 #: what the sandbox middleware puts in environ (manifestkit/sandbox/server.py)
 ENV_PARAMS = "manifestkit.sandbox.params"
-ENV_AUTH = "manifestkit.sandbox.auth"
 
 
 def request_params(environ: dict[str, Any]) -> dict[str, str]:
@@ -363,7 +362,4 @@ def handle(environ: dict[str, Any], context: Any) -> Response | None:
     params = request_params(environ)
     if params.get("Action") not in ACTIONS:
         return None
-    auth = environ.get(ENV_AUTH)
-    region = getattr(auth, "region", None) or context.region
-    account_id = getattr(auth, "account_id", None) or context.account_id
-    return endpoint_for(context).handle_params(params, str(region), str(account_id))
+    return endpoint_for(context).handle_params(params, *context.signed_for(environ))

@@ -58,7 +58,9 @@ format, and ``new_request_id()`` makes a RequestId.
   thread pool; ``stopping`` (threading.Event) is set when the sandbox stops — long tasks check it
   and return; pending tasks are cancelled at stop;
 * ``state`` (dict) guarded by ``lock`` (RLock): the importer's own storage for conversion tasks,
-  kept for the sandbox's lifetime;
+  kept for the sandbox's lifetime; ``shared(key, make)``: the one object ``key`` names there,
+  made on first use;
+* ``signed_for(environ)``: the (region, account id) the request was signed for;
 * ``aws_settings()``: an ``AwsSettings`` for boto3 clients pointed at this sandbox.
 
 Note: moto keeps its backends in process-wide globals. Two sandboxes in one process share buckets
@@ -262,6 +264,14 @@ class SandboxContext:
 
     def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
         return self.executor.submit(fn, *args, **kwargs)
+
+    def signed_for(self, environ: Mapping[str, Any]) -> tuple[str, str]:
+        """The region and account of the request's verified signature (the sandbox's own when
+        the request carries none)."""
+        auth = environ.get(ENV_AUTH)
+        region = getattr(auth, "region", None) or self.region
+        account_id = getattr(auth, "account_id", None) or self.account_id
+        return str(region), str(account_id)
 
     def shared(self, key: str, make: Callable[[], Any]) -> Any:
         """The one object ``key`` names in this sandbox, made by ``make`` on first use."""
