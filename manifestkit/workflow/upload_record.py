@@ -30,7 +30,6 @@ from manifestkit.workflow.upload_state import (
     UploadState,
     find_state,
     new_state,
-    started_now,
     state_path_for,
     write_state,
 )
@@ -362,25 +361,21 @@ class UploadRecord:
     ) -> None:
         """Record a new streamed upload (``workflow.stream_upload``) before any part is sent: its
         size is not known yet (0 until ``complete``); ``stream`` says what must not change."""
-        st = os.stat(self.image)
-        self.state = UploadState(
-            image=os.path.abspath(self.image),
-            file_bytes=0,
-            mtime_ns=st.st_mtime_ns,
+        # the plan of a one-byte stream names the parts (as ``StreamedUpload`` does)
+        naming = PartPlan(
+            file_bytes=1, part_size=part_size, basename=basename, prefix=prefix, upload_id=upload_id
+        )
+        state = new_state(
+            self.image,
+            naming,
             bucket=bucket,
-            prefix=prefix,
-            upload_id=upload_id,
-            part_size=part_size,
-            basename=basename,
             region=region,
             file_format=file_format,
             volume_gib=volume_gib,
             s3_endpoint_url=s3_endpoint_url,
             expected_bucket_owner=expected_bucket_owner,
-            started_at=started_now(),
-            converted=True,
-            stream=stream,
         )
+        self.state = dataclasses.replace(state, file_bytes=0, converted=True, stream=stream)
         self._write()
 
     def complete(self, *, file_bytes: int | None = None, volume_gib: int | None = None) -> None:
