@@ -49,6 +49,7 @@ from manifestkit.progress import NoProgress, Progress
 from manifestkit.s3.part_upload import default_workers, list_existing
 from manifestkit.s3.pool import CancelToken
 from manifestkit.s3.stream_parts import StreamedUpload
+from manifestkit.workflow.upload_state import UploadState
 
 log = logging.getLogger("manifestkit")
 
@@ -256,13 +257,11 @@ def upload_streamed(
                 create=request.create_bucket,
             )
             converter = ConverterSettings(name=converted_name(request.image))
-            part_size = DEFAULT_PART_SIZE if request.part_size is None else request.part_size
-            upload_id = str(uuid.uuid4())
             record.start_streamed(
                 basename=converter.name,
                 prefix=request.prefix.strip("/"),
-                upload_id=upload_id,
-                part_size=part_size,
+                upload_id=str(uuid.uuid4()),
+                part_size=DEFAULT_PART_SIZE if request.part_size is None else request.part_size,
                 bucket=bucket,
                 region=conn.region,
                 file_format="VMDK",
@@ -282,11 +281,7 @@ def upload_streamed(
                 disk,
                 identity,
                 converter,
-                bucket=bucket,
-                upload_id=upload_id,
-                prefix=request.prefix.strip("/"),
-                part_size=part_size,
-                volume_gib=volume_gib,
+                record.recorded,
                 existing=None,
                 progress=progress,
                 cancel=cancel,
@@ -349,11 +344,7 @@ def resume_streamed(
             disk,
             identity,
             converter,
-            bucket=state.bucket,
-            upload_id=state.upload_id,
-            prefix=state.prefix,
-            part_size=state.part_size,
-            volume_gib=state.volume_gib,
+            state,
             existing=existing,
             progress=progress,
             cancel=cancel,
@@ -371,12 +362,8 @@ def _send(
     disk: VirtualDisk,
     identity: SourceIdentity,
     converter: ConverterSettings,
+    state: UploadState,
     *,
-    bucket: str,
-    upload_id: str,
-    prefix: str,
-    part_size: int,
-    volume_gib: int,
     existing: dict[str, Any] | None,
     progress: Progress,
     cancel: CancelToken | None,
@@ -389,11 +376,11 @@ def _send(
     cancel = cancel or CancelToken()
     uploader = StreamedUpload(
         conn.s3,
-        bucket,
+        state.bucket,
         basename=converter.name,
-        prefix=prefix,
-        upload_id=upload_id,
-        part_size=part_size,
+        prefix=state.prefix,
+        upload_id=state.upload_id,
+        part_size=state.part_size,
         workers=request.workers or default_workers(),
         part_retries=request.part_retries,
         expected_owner=request.bucket_owner,
@@ -407,7 +394,7 @@ def _send(
         level=converter.level,
         adapter_type=converter.adapter_type,
         progress=progress,
-        identity=_seed(identity, converter, upload_id),
+        identity=_seed(identity, converter, state.upload_id),
     )
     chunks = iter(stream)
     try:
@@ -422,10 +409,10 @@ def _send(
     plan = uploader.plan
     assert plan is not None  # set by run
     target = Target(
-        bucket,
+        state.bucket,
         plan,
         "VMDK",
-        _final_volume(volume_gib, plan.file_bytes, notify),
+        _final_volume(state.volume_gib, plan.file_bytes, notify),
         request.bucket_owner,
     )
     return finish_upload(
