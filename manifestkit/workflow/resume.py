@@ -241,18 +241,8 @@ def continue_recorded(
                     fix="start a new upload without --resume",
                 )
             _check_against_image(record, request, info)
-        existing = list_existing(conn.s3, state.bucket, plan, expected_owner=owner)
-        result = send_parts_and_manifest(
-            conn,
-            settings,
-            target,
-            path,
-            request,
-            existing=existing,
-            progress=progress,
-            cancel=cancel,
-            now=now,
-            reuse_manifest=True,
+        result = _send_missing(
+            conn, settings, target, path, request, progress=progress, cancel=cancel, now=now
         )
     record.complete()
     return dataclasses.replace(result, state_file=record.file, converted=converted)
@@ -369,12 +359,32 @@ def _resume_described(
         renew_margin=renew_margin,
         bucket_owner=bucket_owner,
     )
-    existing = list_existing(s3, described.bucket, described.plan, expected_owner=bucket_owner)
-    result = send_parts_and_manifest(
+    return _send_missing(
+        conn, settings, target, image, request, progress=progress, cancel=cancel, now=now
+    )
+
+
+def _send_missing(
+    conn: Connection,
+    settings: AwsSettings,
+    target: Target,
+    path: str,
+    request: UploadRequest,
+    *,
+    progress: Progress,
+    cancel: CancelToken | None,
+    now: dt.datetime | None,
+) -> UploadResult:
+    """The parts of ``target`` in the bucket whose size and ETag match ``path``'s bytes are kept,
+    the rest sent; the manifest there is kept while it fits and its URLs live long enough."""
+    existing = list_existing(
+        conn.s3, target.bucket, target.plan, expected_owner=target.expected_owner
+    )
+    return send_parts_and_manifest(
         conn,
         settings,
         target,
-        image,
+        path,
         request,
         existing=existing,
         progress=progress,
@@ -382,4 +392,3 @@ def _resume_described(
         now=now,
         reuse_manifest=True,
     )
-    return result
