@@ -3,8 +3,12 @@
     python bench/bench_stream_convert.py [--runs 3] [--small-mib 1024] [--large-mib 4096]
                                          [--disk-mib 2048] [--skip-large] [--skip-disk]
 
-Images: SMALL, a RAW of a third random, a third text and a third zeros (interleaved 3 MiB
-regions); LARGE, the same mix as a monolithicSparse VMDK made by qemu-img. For each, ``--runs``
+Images: SMALL and LARGE, a third random, a third text and a third zeros (interleaved 3 MiB
+regions), each as a monolithicSparse VMDK made by qemu-img: not importable as it is, so
+``upload --convert`` really converts (a RAW image is importable and would be uploaded as it is,
+which measured a plain upload as the "streamed" one). The streamed run's bytes in the bucket are
+checked against the converted file's size, so that mistake cannot come back unnoticed; peak RSS
+is compared between the two sizes of the same format. For each, ``--runs``
 alternating rounds of three commands, each in its own subprocess:
 
 1. ``manifestkit convert SRC OUT.vmdk``            (convert alone)
@@ -111,11 +115,16 @@ def _run(argv: list[str], tmp: str, env: dict[str, str]) -> dict:
     return result
 
 
-def _empty_bucket(s3) -> None:
+def _empty_bucket(s3) -> int:
+    """Delete everything in the bucket; the bytes of the part objects that were there."""
+    stored = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
-        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        objects = page.get("Contents", [])
+        stored += sum(o["Size"] for o in objects if ".part" in o["Key"])
+        keys = [{"Key": o["Key"]} for o in objects]
         if keys:
             s3.delete_objects(Bucket=BUCKET, Delete={"Objects": keys})
+    return stored
 
 
 def _bench_image(label: str, src: str, runs: int, tmp: str, aws: list[str], env, s3) -> dict:
@@ -138,7 +147,12 @@ def _bench_image(label: str, src: str, runs: int, tmp: str, aws: list[str], env,
                 ]  # fmt: skip
             result = _run(argv, tmp, env)
             shutil.rmtree(states, ignore_errors=True)
-            _empty_bucket(s3)
+            stored = _empty_bucket(s3)
+            if mode == "stream" and abs(stored - os.path.getsize(out)) > 64 * 1024:
+                raise SystemExit(
+                    f"the streamed upload stored {stored} bytes of parts, the converted file is "
+                    f"{os.path.getsize(out)}: it did not convert (is {src} importable as it is?)"
+                )
             times[mode].append(result["seconds"])
             rss[mode] = max(rss.get(mode, 0.0), result["rss_mib"])
             written[mode] = max(written.get(mode, 0), result["written"])
@@ -252,26 +266,33 @@ def main() -> None:
         )
         s3.create_bucket(Bucket=BUCKET)
         aws = ["--region", "us-east-1", "--s3-endpoint-url", endpoint]
-        small = os.path.join(tmp, "mixed.raw")
-        make_mixed(small, args.small_mib * MiB)
-        first = _bench_image("SMALL mixed RAW", small, args.runs, tmp, aws, env, s3)
-        os.unlink(small)
-        if not args.skip_large:
-            raw = os.path.join(tmp, "large.raw")
-            make_mixed(raw, args.large_mib * MiB)
-            large = os.path.join(tmp, "large.vmdk")
+
+        def mixed_vmdk(name: str, mib: int) -> str:
+            raw, vmdk = os.path.join(tmp, name + ".raw"), os.path.join(tmp, name + ".vmdk")
+            make_mixed(raw, mib * MiB)
             subprocess.run(
-                ["qemu-img", "convert", "-f", "raw", "-O", "vmdk", raw, large], check=True
+                ["qemu-img", "convert", "-f", "raw", "-O", "vmdk", raw, vmdk], check=True
             )
             os.unlink(raw)
+            return vmdk
+
+        small = mixed_vmdk("small", args.small_mib)
+        first = _bench_image(
+            f"SMALL {args.small_mib} MiB mixed monolithicSparse VMDK", small, args.runs, tmp, aws,
+            env, s3,
+        )  # fmt: skip
+        os.unlink(small)
+        if not args.skip_large:
+            large = mixed_vmdk("large", args.large_mib)
             second = _bench_image(
-                "LARGE monolithicSparse VMDK", large, args.runs, tmp, aws, env, s3
-            )
+                f"LARGE {args.large_mib} MiB mixed monolithicSparse VMDK", large, args.runs, tmp,
+                aws, env, s3,
+            )  # fmt: skip
             os.unlink(large)
             print(
-                f"\npeak RSS of the streamed upload: {first['stream_rss']:.1f} MiB "
-                f"({args.small_mib} MiB image) vs {second['stream_rss']:.1f} MiB "
-                f"({args.large_mib} MiB image): difference "
+                f"\npeak RSS of the streamed upload, same format and mix: "
+                f"{first['stream_rss']:.1f} MiB ({args.small_mib} MiB disk) vs "
+                f"{second['stream_rss']:.1f} MiB ({args.large_mib} MiB disk): difference "
                 f"{second['stream_rss'] - first['stream_rss']:+.1f} MiB"
             )
         if not args.skip_disk:
