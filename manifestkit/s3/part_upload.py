@@ -131,6 +131,37 @@ class _ETagMismatch(Exception):
     pass
 
 
+class PartBody:
+    """A part's bytes as the request body, sent with one ``sendall`` and never copied.
+
+    Given ``bytes``, botocore wraps them in a ``BytesIO`` that urllib3 then reads and sends
+    16 KiB at a time: 640 reads (each a copy), Python calls and ``send`` system calls per 10 MiB
+    part. Here ``read`` hands back everything not yet read as one ``memoryview`` whatever size
+    is asked (urllib3 only loops until the body is empty); ``seek``/``tell`` let botocore rewind
+    it for a retry.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self._view = memoryview(data)
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def read(self, size: int | None = -1) -> memoryview:
+        rest = self._view[self._pos :]
+        self._pos = len(self._view)
+        return rest
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: len(self._view)}[whence]
+        self._pos = min(max(0, base + offset), len(self._view))
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
 _etag = etag_of
 
 
@@ -407,7 +438,7 @@ class PartUploader:
         response = self.s3.put_object(
             Bucket=self.bucket,
             Key=part.key,
-            Body=data,
+            Body=PartBody(data),
             ContentLength=len(data),
             ContentMD5=base64.b64encode(md5).decode(),
             ContentType="application/octet-stream",

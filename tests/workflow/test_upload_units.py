@@ -10,7 +10,7 @@ import pytest
 from manifestkit.aws import make_session
 from manifestkit.errors import UploadError
 from manifestkit.parts import PartPlan
-from manifestkit.s3.part_upload import PartUploader, default_workers
+from manifestkit.s3.part_upload import PartBody, PartUploader, default_workers
 from manifestkit.s3.pool import run_bounded
 from manifestkit.s3.zeroparts import ZeroBlocks, range_is_hole
 from manifestkit.workflow.upload import upload_s3_client
@@ -98,6 +98,41 @@ def test_zero_blocks():
     assert zeros.md5(1000) == hashlib.md5(bytes(1000)).digest()
 
 
+def test_part_body_reads_whole_once_and_rewinds_for_a_retry():
+    data = bytes(range(256)) * 1000
+    body = PartBody(data)
+    assert len(body) == len(data) and body.tell() == 0
+    first = body.read(16384)  # urllib3 asks for 16 KiB: it gets the rest, no copy
+    assert isinstance(first, memoryview) and first.obj is data and bytes(first) == data
+    assert body.tell() == len(data) and not body.read(16384)
+    assert body.seek(0) == 0 and bytes(body.read()) == data
+    assert body.seek(-10, 2) == len(data) - 10 and bytes(body.read()) == data[-10:]
+    assert body.seek(5) == 5 and body.seek(5, 1) == 10 and bytes(body.read()) == data[10:]
+
+
+def test_each_put_sends_the_part_body_with_its_md5(tmp_path):
+    import base64
+    import hashlib
+
+    image = random_image(tmp_path / "d.raw", 3 * MiB)
+    plan = PartPlan(file_bytes=3 * MiB, part_size=MiB, basename="d.raw", prefix="p")
+    sent = {}
+
+    class Recorder:
+        def put_object(self, **kwargs):
+            body = kwargs["Body"]
+            assert isinstance(body, PartBody) and kwargs["ContentLength"] == len(body)
+            payload = bytes(body.read())
+            sent[kwargs["Key"]] = payload
+            md5 = hashlib.md5(payload)
+            assert kwargs["ContentMD5"] == base64.b64encode(md5.digest()).decode()
+            return {"ETag": f'"{md5.hexdigest()}"'}
+
+    PartUploader(Recorder(), "b", image, plan, workers=2).run()
+    whole = image.read_bytes()
+    assert [sent[p.key] for p in plan] == [whole[p.start : p.end + 1] for p in plan]
+
+
 def _uploader(s3server, bucket, image, proxy_url, plan, **kwargs):
     settings = s3server.settings(s3_endpoint_url=proxy_url)
     s3 = upload_s3_client(make_session(settings), settings, workers=2)
@@ -163,8 +198,9 @@ class _FlakyS3:
                 raise botocore.exceptions.ClientError(
                     {"Error": {"Code": "InternalError", "Message": "try again"}}, "PutObject"
                 )
-            self.objects[Key] = bytes(Body)
-        return {"ETag": f'"{self._md5(Body).hexdigest()}"'}
+            body = bytes(Body.read())  # a file object, as botocore's own Body is by then
+            self.objects[Key] = body
+        return {"ETag": f'"{self._md5(body).hexdigest()}"'}
 
     def copy_object(self, *, Bucket, Key, CopySource, **_):  # noqa: N803
         with self.lock:
