@@ -323,12 +323,14 @@ def test_a_loop_device_streams_converted_and_resumes(s3server, bucket, tmp_path,
 def test_a_device_that_errors_mid_read_is_one_line_with_the_resume_command(
     s3server, bucket, tmp_path
 ):
-    backing = random_image(tmp_path / "failing.img", 8 * MiB, seed=45)
+    # far larger than what the upload may hold read ahead ((workers + queued parts) x part size
+    # + the deflate pool's buffers), so the cut is always met by a read, never passed by one
+    backing = random_image(tmp_path / "failing.img", 64 * MiB, seed=45)
     states = tmp_path / "states"
 
     class CutsTheDisk(NoProgress):
         """Truncates the loop device's file once a MiB is converted: the device still says
-        8 MiB, and reads past the file's new end fail with EIO, as a failing disk's do."""
+        64 MiB, and reads past the file's new end fail with EIO, as a failing disk's do."""
 
         done = 0
 
