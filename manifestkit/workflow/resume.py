@@ -62,6 +62,32 @@ def resume_from_record(
         )
 
 
+def reuse_recorded_upload(
+    record: UploadRecord,
+    request: UploadRequest,
+    settings: AwsSettings,
+    *,
+    progress: Progress,
+    cancel: CancelToken | None,
+    notify: Callable[[str], None],
+    now: dt.datetime | None,
+) -> UploadResult | None:
+    """The start of every new upload (file or streamed) once ``record`` is locked: the recorded
+    complete upload of the image when it can serve (see ``already_uploaded``), else None, having
+    said where an earlier record moved aside (``--new-upload``, a changed image) is kept."""
+    if record.state is not None:
+        done = already_uploaded(
+            record, request, settings, progress=progress, cancel=cancel, notify=notify, now=now
+        )
+        if done is not None:
+            return done
+    if record.previous_file is not None:
+        notify(
+            f"the record of the earlier upload of {request.image} is kept in {record.previous_file}"
+        )
+    return None
+
+
 def already_uploaded(
     record: UploadRecord,
     request: UploadRequest,

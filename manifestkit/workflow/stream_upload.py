@@ -237,14 +237,13 @@ def upload_streamed(
         enabled=request.record_state,
         new_upload=request.new_upload,
     ) as record:  # locked: one upload of the image at a time
-        if record.state is not None:  # a complete upload of this image is recorded
-            from manifestkit.workflow.resume import already_uploaded
+        from manifestkit.workflow.resume import reuse_recorded_upload
 
-            done = already_uploaded(
-                record, request, settings, progress=progress, cancel=cancel, notify=notify, now=now
-            )
-            if done is not None:
-                return done
+        done = reuse_recorded_upload(
+            record, request, settings, progress=progress, cancel=cancel, notify=notify, now=now
+        )
+        if done is not None:
+            return done
         disk, identity = _open_source(request.image, force=request.force)
         with contextlib.closing(disk):
             check_import_size(request.image, disk.capacity)  # before a byte is converted or sent

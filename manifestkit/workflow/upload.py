@@ -429,19 +429,13 @@ def upload_image(
         enabled=request.record_state,
         new_upload=request.new_upload,
     ) as record:
-        if record.state is not None:  # a complete upload of this image is recorded
-            from manifestkit.workflow.resume import already_uploaded
+        from manifestkit.workflow.resume import reuse_recorded_upload
 
-            done = already_uploaded(
-                record, request, settings, progress=progress, cancel=cancel, notify=notify, now=now
-            )
-            if done is not None:
-                return done
-        elif record.previous_file is not None:
-            notify(
-                f"the record of the earlier upload of {request.image} is kept in "
-                f"{record.previous_file}"
-            )
+        done = reuse_recorded_upload(
+            record, request, settings, progress=progress, cancel=cancel, notify=notify, now=now
+        )
+        if done is not None:
+            return done
         conn = connect_for(
             settings,
             request,

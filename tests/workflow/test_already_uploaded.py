@@ -152,3 +152,22 @@ def test_upload_again_after_the_upload_was_deleted_is_a_new_upload(s3server, buc
     assert not second["already_uploaded"] and second["upload_id"] != first["upload_id"]
     assert json.loads(open(second["previous_state_file"]).read())["upload_id"] == first["upload_id"]
     assert_parts_match(fetch_manifest(second["manifest_url"], tmp_path / "m.xml"), image)
+
+
+@pytest.mark.parametrize("convert", [False, True], ids=["file", "streamed"])
+def test_new_upload_says_where_the_first_record_is_kept(s3server, bucket, tmp_path, convert):
+    raw = random_image(tmp_path / "src.raw", 2 * MiB, seed=40)
+    image = raw
+    if convert:  # a monolithicSparse VMDK: streamed converted
+        if shutil.which("qemu-img") is None:
+            pytest.skip("qemu-img not installed")
+        image = tmp_path / "sparse.vmdk"
+        subprocess.run(["qemu-img", "convert", "-O", "vmdk", str(raw), str(image)], check=True)
+    argv = ["upload", str(image), "--bucket", bucket, "--output", "json", *s3server.cli_args()]
+    argv += ["--convert"] if convert else []
+    code, out, err = run_cli(*argv)
+    assert code == 0, err
+    code, out, err = run_cli(*argv, "--new-upload")
+    assert code == 0, err
+    kept = json.loads(out)["previous_state_file"]
+    assert f"the record of the earlier upload of {image} is kept in {kept}" in err
