@@ -1,3 +1,3 @@
 """manifestkit: prepare a disk image for EC2 ImportInstance/ImportVolume and run the import."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
