@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-LOSETUP = shutil.which("losetup")
+# root's tools live in /usr/sbin, which a minimal PATH (env -i, some CI shells) leaves out
+LOSETUP = shutil.which("losetup") or shutil.which("losetup", path="/usr/sbin:/sbin")
 
 
 def _cannot_attach() -> str | None:

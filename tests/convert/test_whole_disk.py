@@ -158,12 +158,13 @@ def test_a_disk_mounted_read_write_is_refused_unless_forced(tmp_path: Path) -> N
     import shutil
     import subprocess
 
-    if shutil.which("mkfs.ext4") is None:
+    mkfs = shutil.which("mkfs.ext4") or shutil.which("mkfs.ext4", path="/usr/sbin:/sbin")
+    if mkfs is None:
         pytest.skip("mkfs.ext4 is unavailable (e2fsprogs not installed)")
     backing = tmp_path / "fs.img"
     with open(backing, "wb") as f:
         f.truncate(16 * MiB)
-    subprocess.run(["mkfs.ext4", "-q", "-F", str(backing)], check=True, capture_output=True)
+    subprocess.run([mkfs, "-q", "-F", str(backing)], check=True, capture_output=True)
     point = tmp_path / "mnt"
     point.mkdir()
     out = tmp_path / "fs.vmdk"
