@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import logging
@@ -21,6 +22,7 @@ from manifestkit.s3.bucket_names import bucket_name_problem, validate_bucket_nam
 from manifestkit.s3.presign import (
     MAX_EXPIRES,
     PresignedUrlError,
+    PresignedUrlInfo,
     Presigner,
     parse_presigned_url,
     signed_method,
@@ -320,6 +322,19 @@ def test_parse_presigned_url_reads_botocore_urls(endpoint, key):
     assert verify_presigned_url(url, "GET", SECRET)
     assert not verify_presigned_url(url, "HEAD", SECRET)
     assert not verify_presigned_url(url, "GET", SECRET + "x")
+
+
+@pytest.mark.parametrize("endpoint", [None, "http://127.0.0.1:9000"])
+def test_parsed_url_info_is_the_dataclass_its_init_would_make(endpoint):
+    """parse_presigned_url fills the frozen instance's __dict__ (speed): the same object."""
+    client = botocore_client("eu-west-1", endpoint, "auto", TOKEN)
+    info = parse_presigned_url(botocore_url(client, "get_object", "my-bucket", "a/b c", 3600))
+    fields = {f.name: getattr(info, f.name) for f in dataclasses.fields(PresignedUrlInfo)}
+    made = PresignedUrlInfo(**fields)
+    assert info == made and hash(info) == hash(made) and repr(info) == repr(made)
+    assert vars(info) == vars(made)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.key = "other"  # type: ignore[misc]
 
 
 def test_is_expired_at_the_instant_whatever_the_clock():
