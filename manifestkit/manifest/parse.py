@@ -10,6 +10,9 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -41,6 +44,95 @@ def lxml_schema() -> etree.XMLSchema:
     """The XSD compiled once for lxml (libxml2 validates while it parses: streaming, in C)."""
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
     return etree.XMLSchema(etree.parse(str(schema_path()), parser))
+
+
+#: The XSD check alone, run by ``XsdCheck`` as ``python -c`` (lxml only: no manifestkit import).
+#: A parser target that asks for no event makes lxml install no SAX callback, so libxml2 parses
+#: and validates in C with no Python per element; DOCTYPE stops it before any internal subset,
+#: as ``ManifestEvents`` refuses one. Such a parse does not raise on XSD errors, it logs them,
+#: one entry each (a hostile file of 20 MB logged 6 million, 1.1 GB), so a watchdog thread
+#: ends the process (exit 3) once its resident memory grew by ``cap`` bytes. (RLIMIT_AS does
+#: not do: lxml swallows the MemoryError in its error callback and libxml2 goes on.)
+_XSD_CHILD = """
+import os, sys, threading, time
+from lxml import etree
+xsd, path, cap = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def watch(limit):
+    while True:
+        time.sleep(0.02)
+        if rss() > limit:
+            os._exit(3)
+class NoEvents:
+    def doctype(self, *_):
+        raise ValueError("DOCTYPE")
+    def close(self):
+        return None
+safe = dict(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
+schema = etree.XMLSchema(etree.parse(xsd, etree.XMLParser(**safe)))
+parser = etree.XMLParser(schema=schema, target=NoEvents(), dtd_validation=False, **safe)
+threading.Thread(target=watch, args=(rss() + cap,), daemon=True).start()
+try:
+    etree.parse(path, parser)
+except Exception:
+    sys.exit(1)
+sys.exit(1 if len(parser.error_log) else 0)
+"""
+#: what the XSD check may allocate beyond its start (its own RSS is ~18 MiB)
+XSD_CHILD_CAP = 64 << 20
+
+
+def concurrent_path(source: Source, min_bytes: int) -> str | None:
+    """The path libxml2 may open by name for ``XsdCheck``: ``source``'s absolute path when it
+    is a regular file of at least ``min_bytes`` and libxml2 reads that name literally (no ``%``
+    escape, no URI). A stream or bytes, or a system without ``/proc/self/statm`` (the check's
+    memory watchdog reads it): ``None``."""
+    if not isinstance(source, (str, os.PathLike)) or not sys.platform.startswith("linux"):
+        return None
+    if not sys.executable:
+        return None
+    path = os.path.abspath(os.fspath(source))
+    if "%" in path or "://" in path or path.startswith("file:"):
+        return None
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return path if stat.S_ISREG(st.st_mode) and st.st_size >= min_bytes else None
+
+
+class XsdCheck:
+    """libxml2's XSD check of a file alone, in a child process (``_XSD_CHILD``), beside a pass
+    in Python over the same file: two cores, no shared GIL, killed when no longer needed.
+
+    It says only *whether* the file is valid (exit 0) or not (anything else: off-schema, not
+    well-formed, DOCTYPE, too many errors, no lxml); the caller reads the document again,
+    schema plugged in, for what and where.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _XSD_CHILD, str(schema_path()), path, str(XSD_CHILD_CAP)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    @property
+    def failed(self) -> bool:
+        code = self._proc.poll()
+        return code is not None and code != 0
+
+    def wait(self) -> bool:
+        """True when the whole file is valid against the XSD."""
+        return self._proc.wait() == 0
+
+    def stop(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
 
 
 def source_name(source: Source) -> str:
@@ -235,7 +327,8 @@ class ManifestEvents:
         # With a schema plugged in and entities unresolved, libxml2 reports well-formedness
         # errors as "no element found" or not at all (lxml 6.1 / libxml2); a second parse
         # without the schema, only on this error path, recovers its real message and line.
-        precise = _well_formedness_error(self._source)
+        # Without the schema this parse's own message is that one already.
+        precise = _well_formedness_error(self._source) if self._schema else None
         raise ManifestError(
             f"{self.name} is not well-formed XML: {precise or message}",
             fix="give a VM Import Manifest (XML)",

@@ -5,6 +5,11 @@ each part to the semantic checks, so a 100,000-part manifest is checked in bound
 When the XSD check fails, ``xmlschema`` re-reads the document (lazily) to say what is wrong in
 readable terms, and the semantic findings of that pass are dropped: on a broken structure they
 are noise.
+
+A large manifest file is checked faster by two passes at once (``_two_passes``): libxml2's XSD
+check alone in a child process, in C, beside the semantic checks over a parse without the schema.
+Only when both pass is their answer given; on any failure the one pass above runs, so what is
+reported, in which order and words, is always that pass's.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from manifestkit.manifest.parse import (
     RawPart,
     SchemaViolation,
     Source,
+    XsdCheck,
+    concurrent_path,
     header_from,
     source_name,
 )
@@ -48,6 +55,11 @@ MAX_PER_RULE = 20
 #: larger one (a 50 MB attribute took it 145 s and 327 MB; ~2 s a MB) libxml2's own message is
 #: given instead (about 1,000 parts of a manifest still get the readable wording)
 READABLE_MAX_BYTES = 1024 * 1024
+#: a manifest file at least this large (~700 parts) is checked by two concurrent passes: below,
+#: starting the XSD check's process (~0.05 s) costs more than it saves
+CONCURRENT_MIN_BYTES = 1024 * 1024
+#: parts between two looks at whether the XSD check has stopped (each is a waitpid)
+_POLL_EVERY = 512
 #: a message quotes keys, URLs and values from the manifest: at most this many characters of it
 MAX_MESSAGE_CHARS = 600
 
@@ -475,8 +487,57 @@ def validate_manifest(
     ``file_bytes`` (the image file's size) the check that ``size`` is that image's.
     Not XML, hostile XML (DOCTYPE/entities) and XML of another kind raise ``ManifestError``.
     """
+
+    def checker() -> _Checker:
+        return _Checker(credentials, now, capacity_bytes, file_bytes, url_policy)
+
+    path = concurrent_path(source, CONCURRENT_MIN_BYTES)
+    if path is not None:
+        problems = _two_passes(path, checker())
+        if problems is not None:
+            return problems
+    return _one_pass(source, checker())
+
+
+def _two_passes(path: str, checker: _Checker) -> list[Problem] | None:
+    """The semantic checks over a parse without the schema while ``XsdCheck`` runs; their
+    problems when the file is valid against the XSD and the checks ran to the end, ``None``
+    otherwise (then ``_one_pass`` says what is wrong, as it alone orders XSD and rule errors).
+
+    Wall time is about the slower of the two passes instead of their sum: on two cores the 1 TiB
+    manifest (150 MB) took 6.3 s in one pass, libxml2's XSD check alone 2.4 s.
+    """
+    try:
+        xsd = XsdCheck(path)
+    except OSError:
+        return None
+    stream = None
+    valid = False
+    try:
+        events = ManifestEvents(path, schema=False)
+        stream = iter(events)
+        for kind, raw in stream:
+            if kind == "parts":
+                header = header_from(events)
+                if header is not None:
+                    checker.check_header(header)
+            elif isinstance(raw, RawPart):
+                checker.check_part(raw)
+                if raw.position % _POLL_EVERY == 0 and xsd.failed:
+                    return None
+        checker.finish(events.count_text)
+        valid = xsd.wait()
+    except ManifestError:
+        return None
+    finally:
+        if stream is not None:
+            stream.close()  # type: ignore[attr-defined]
+        xsd.stop()
+    return checker.problems if valid else None
+
+
+def _one_pass(source: Source, checker: _Checker) -> list[Problem]:
     events = ManifestEvents(source)
-    checker = _Checker(credentials, now, capacity_bytes, file_bytes, url_policy)
     try:
         for kind, raw in events:
             if kind == "parts":
