@@ -82,13 +82,15 @@ sys.exit(1 if len(parser.error_log) else 0)
 """
 #: what the XSD check may allocate beyond its start (its own RSS is ~18 MiB)
 XSD_CHILD_CAP = 64 << 20
+_HEAD_BYTES = 64 * 1024
+_FIRST_PART = re.compile(rb"<part[\s>/]")
 
 
 def concurrent_path(source: Source, min_bytes: int) -> str | None:
     """The path libxml2 may open by name for ``XsdCheck``: ``source``'s absolute path when it
-    is a regular file of at least ``min_bytes`` and libxml2 reads that name literally (no ``%``
-    escape, no URI). A stream or bytes, or a system without ``/proc/self/statm`` (the check's
-    memory watchdog reads it): ``None``."""
+    is a regular file of at least ``min_bytes`` whose first ``<part`` lies in its first 64 KiB
+    and libxml2 reads that name literally (no ``%`` escape, no URI). A stream or bytes, or a
+    system without ``/proc/self/statm`` (the check's memory watchdog reads it): ``None``."""
     if not isinstance(source, (str, os.PathLike)) or not sys.platform.startswith("linux"):
         return None
     if not sys.executable:
@@ -98,9 +100,16 @@ def concurrent_path(source: Source, min_bytes: int) -> str | None:
         return None
     try:
         st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) or st.st_size < min_bytes:
+            return None
+        with open(path, "rb") as f:
+            head = f.read(_HEAD_BYTES)
     except (OSError, ValueError):
         return None
-    return path if stat.S_ISREG(st.st_mode) and st.st_size >= min_bytes else None
+    # A manifest's header is well under 4 KiB: a file whose first part does not come within
+    # _HEAD_BYTES (a 50 MiB attribute, a huge comment) is not one whose parts two passes
+    # speed up, and it would be read twice when it fails; it takes the one pass directly
+    return path if _FIRST_PART.search(head) else None
 
 
 class XsdCheck:
