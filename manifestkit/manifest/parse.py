@@ -52,9 +52,13 @@ def lxml_schema() -> etree.XMLSchema:
 #: as ``ManifestEvents`` refuses one. Such a parse does not raise on XSD errors, it logs them,
 #: one entry each (a hostile file of 20 MB logged 6 million, 1.1 GB), so a watchdog thread
 #: ends the process (exit 3) once its resident memory grew by ``cap`` bytes. (RLIMIT_AS does
-#: not do: lxml swallows the MemoryError in its error callback and libxml2 goes on.)
+#: not do: lxml swallows the MemoryError in its error callback and libxml2 goes on.) ``-c``
+#: puts the working folder first on ``sys.path``, where anybody's ``lxml.py`` or
+#: ``threading.py`` would be imported before the real ones: the script takes it off first.
 _XSD_CHILD = """
-import os, sys, threading, time
+import sys
+sys.path[:] = [p for p in sys.path if p not in ("", ".")]  # -c puts the working folder first
+import os, threading, time
 from lxml import etree
 xsd, path, cap = sys.argv[1], sys.argv[2], int(sys.argv[3])
 def rss():

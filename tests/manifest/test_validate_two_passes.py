@@ -1,5 +1,6 @@
-"""A large manifest file is validated by two concurrent passes (libxml2's XSD check in a thread,
-the semantic rules beside it): the answer must be exactly the one pass's, whatever the input."""
+"""A large manifest file is validated by two concurrent passes (libxml2's XSD check in a child
+process, the semantic rules beside it): the answer must be exactly the one pass's, whatever the
+input."""
 
 from __future__ import annotations
 
@@ -136,6 +137,21 @@ def test_xsd_check_alone(tmp_path):
     xxe = tmp_path / "xxe.xml"
     xxe.write_bytes(XXE)
     assert XsdCheck(str(xxe)).wait() is False
+
+
+def test_xsd_check_imports_nothing_from_the_working_folder(tmp_path, monkeypatch):
+    """``python -c`` looks in the working folder first: a manifest's folder may hold files
+    anybody wrote; the check must run the real lxml and threading, not theirs."""
+    good = tmp_path / "good.xml"
+    good.write_bytes(build(3000, 100))
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    marker = tmp_path / "imported"
+    for name in ("lxml.py", "threading.py", "time.py"):
+        (planted / name).write_text(f"open({str(marker)!r}, 'a').write({name!r})\n")
+    monkeypatch.chdir(planted)
+    assert XsdCheck(str(good)).wait() is True
+    assert not marker.exists()
 
 
 def test_xsd_check_with_millions_of_errors_stays_bounded(tmp_path):
