@@ -23,6 +23,13 @@ process-wide backends (everything in the sandbox) and intercepts boto3's request
 """
 
 import os
+import signal
+
+# A test run started in the background (`cmd &` without job control, nohup) inherits SIGINT
+# ignored, and so would every command the tests start: the Ctrl-C tests would see their SIGINT
+# ignored and the command run to its end. Ctrl-C is what they test, so it is restored here.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 os.environ["AWS_ACCESS_KEY_ID"] = "testing"
