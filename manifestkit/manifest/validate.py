@@ -20,7 +20,7 @@ import io
 import os
 import posixpath
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -499,6 +499,26 @@ def validate_manifest(
     return _one_pass(source, checker())
 
 
+def _check(
+    events: ManifestEvents,
+    stream: Iterator[tuple[str, object]],
+    checker: _Checker,
+    stop: Callable[[int], bool] | None = None,
+) -> bool:
+    """Hand the header and each part of ``stream`` (``events``' iteration) to ``checker``;
+    False as soon as ``stop(position)`` says so after a part."""
+    for kind, raw in stream:
+        if kind == "parts":
+            header = header_from(events)
+            if header is not None:
+                checker.check_header(header)
+        elif isinstance(raw, RawPart):
+            checker.check_part(raw)
+            if stop is not None and stop(raw.position):
+                return False
+    return True
+
+
 def _two_passes(path: str, checker: _Checker) -> list[Problem] | None:
     """The semantic checks over a parse without the schema while ``XsdCheck`` runs; their
     problems when the file is valid against the XSD and the checks ran to the end, ``None``
@@ -516,15 +536,8 @@ def _two_passes(path: str, checker: _Checker) -> list[Problem] | None:
     try:
         events = ManifestEvents(path, schema=False)
         stream = iter(events)
-        for kind, raw in stream:
-            if kind == "parts":
-                header = header_from(events)
-                if header is not None:
-                    checker.check_header(header)
-            elif isinstance(raw, RawPart):
-                checker.check_part(raw)
-                if raw.position % _POLL_EVERY == 0 and xsd.failed:
-                    return None
+        if not _check(events, stream, checker, stop=lambda n: n % _POLL_EVERY == 0 and xsd.failed):
+            return None
         checker.finish(events.count_text)
         valid = xsd.wait()
     except ManifestError:
@@ -539,13 +552,7 @@ def _two_passes(path: str, checker: _Checker) -> list[Problem] | None:
 def _one_pass(source: Source, checker: _Checker) -> list[Problem]:
     events = ManifestEvents(source)
     try:
-        for kind, raw in events:
-            if kind == "parts":
-                header = header_from(events)
-                if header is not None:
-                    checker.check_header(header)
-            elif isinstance(raw, RawPart):
-                checker.check_part(raw)
+        _check(events, iter(events), checker)
     except SchemaViolation as exc:
         readable = _readable_xsd_problems(source)
         if readable:
