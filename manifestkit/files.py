@@ -1,4 +1,5 @@
-"""Files that hold bearer tokens or account details: written whole, atomically, mode 0600.
+"""Files that hold bearer tokens or account details: written whole, atomically, mode 0600, and
+read back as the untrusted input they are (design.md §4b: bounded, typed field by field).
 
 Temporary files are locked (``flock``) for as long as their writer lives, so a temp file left by
 a process that was killed (SIGKILL, a power cut: no clean-up code runs) is told apart from one
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import stat
 import tempfile
@@ -101,3 +103,26 @@ def atomic_private_file(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def read_small_json(path: str | os.PathLike[str], max_bytes: int) -> object:
+    """The JSON document in ``path`` (a state file or journal of ours, which anybody with access
+    to the folder may have rewritten), read within ``max_bytes``.
+
+    Raises ``OSError`` when it cannot be read, ``ValueError`` saying why it is not usable: too
+    large, not UTF-8 JSON, or nested too deeply for the parser (``RecursionError``).
+    """
+    with open(path, "rb") as src:
+        data = src.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"it is larger than {max_bytes:,} bytes")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"it is not JSON ({str(exc)[:80]})") from exc
+
+
+def json_type_ok(value: object, types: tuple[type, ...]) -> bool:
+    """Whether a decoded JSON ``value`` has one of ``types``; true and false are not numbers
+    here, though Python's bool is an int."""
+    return isinstance(value, types) and not (isinstance(value, bool) and bool not in types)

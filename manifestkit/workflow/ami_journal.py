@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from manifestkit.errors import UsageError
-from manifestkit.files import atomic_private_file
+from manifestkit.files import atomic_private_file, json_type_ok, read_small_json
 from manifestkit.workflow.upload_state import default_state_dir, started_now
 
 SUFFIX = ".manifestkit-ami.json"
@@ -191,26 +191,20 @@ def _copy_from(path: Path, raw: Any) -> CopyRecord:
 
 def read_journal(path: Path) -> AmiJournal:
     try:
-        with open(path, "rb") as src:
-            data = src.read(MAX_BYTES + 1)
+        raw = read_small_json(path, MAX_BYTES)
     except OSError as exc:
         raise UsageError(
             f"cannot read {path}: {exc.strerror}", fix="check its permissions"
         ) from exc
-    if len(data) > MAX_BYTES:
-        raise _bad(path, f"larger than {MAX_BYTES} bytes")
-    try:
-        raw = json.loads(data)
     except ValueError as exc:
-        raise _bad(path, f"not JSON: {exc}") from exc
+        raise _bad(path, str(exc)) from exc
     if not isinstance(raw, dict) or raw.get("version") != FORMAT_VERSION:
         raise _bad(path, f"not version {FORMAT_VERSION}")
     if set(raw) != set(_TYPES):
         raise _bad(path, "unexpected or missing fields")
     for name, types in _TYPES.items():
         value = raw[name]
-        # bool is an int in Python: a count must not be true/false
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        if not json_type_ok(value, types):
             raise _bad(path, f"{name} has the wrong type")
         _check_id(path, name, value)
     if raw["step"] not in STEPS:

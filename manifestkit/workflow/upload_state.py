@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from manifestkit.errors import UsageError
-from manifestkit.files import atomic_private_file
+from manifestkit.files import atomic_private_file, json_type_ok, read_small_json
 from manifestkit.parts import PartPlan, key_prefix
 
 SUFFIX = ".manifestkit-state.json"
@@ -207,8 +207,7 @@ def _check_fields(path: Path, raw: object) -> dict[str, Any]:
                 raise _bad_state(path, f"{name!r} is missing")
             continue
         value = raw[name]
-        wrong_bool = isinstance(value, bool) and bool not in types
-        if wrong_bool or not isinstance(value, types):
+        if not json_type_ok(value, types):
             expected = " or ".join(_JSON_NAMES[t] for t in types)
             raise _bad_state(path, f"{name!r} must be {expected}, not {type(value).__name__}")
     # a streamed conversion's size is known only once it has ended (0 until then)
@@ -226,19 +225,14 @@ def read_state(path: Path) -> UploadState:
     """The state in ``path``, read within ``MAX_STATE_BYTES`` and checked field by field (a state
     file is untrusted input, design.md §4b: what it says is checked against the image too)."""
     try:
-        with open(path, "rb") as src:
-            data = src.read(MAX_STATE_BYTES + 1)
+        raw = read_small_json(path, MAX_STATE_BYTES)
     except OSError as exc:
         raise UsageError(
             f"cannot read upload state {path}: {exc.strerror or exc}",
             fix="delete it and start a new upload, or resume from the manifest URL",
         ) from exc
-    if len(data) > MAX_STATE_BYTES:
-        raise _bad_state(path, f"it is larger than {MAX_STATE_BYTES // 1024} KiB")
-    try:
-        raw = json.loads(data.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:
-        raise _bad_state(path, f"it is not JSON ({str(exc)[:80]})") from exc
+    except ValueError as exc:
+        raise _bad_state(path, str(exc)) from exc
     state = UploadState(**_check_fields(path, raw))
     from manifestkit.s3.bucket_names import bucket_name_problem
 

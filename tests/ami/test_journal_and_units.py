@@ -86,6 +86,9 @@ def test_a_huge_or_foreign_journal_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b" " * (2 << 20))
     with pytest.raises(UsageError, match="larger than"):
         open_journal(str(image), "name", "us-east-1", None, record=True)
+    path.write_bytes(b"[" * 100_000)  # nested beyond the parser's recursion limit
+    with pytest.raises(UsageError, match="not JSON"):
+        open_journal(str(image), "name", "us-east-1", None, record=True)
     write_journal(path, new_journal(str(tmp_path / "other.raw"), "name", "us-east-1"))
     with pytest.raises(UsageError, match="another image, name or region"):
         open_journal(str(image), "name", "us-east-1", None, record=True)

@@ -120,9 +120,9 @@ def test_a_huge_state_file_is_not_read_whole(tmp_path, monkeypatch):
             asked.append(n)
             return self.f.read(n)
 
-    monkeypatch.setattr(
-        upload_state, "open", lambda p, m="r": Counting(real_open(p, m)), raising=False
-    )
+    from manifestkit import files  # reads the state file for upload_state
+
+    monkeypatch.setattr(files, "open", lambda p, m="r": Counting(real_open(p, m)), raising=False)
     with pytest.raises(UsageError, match="larger than"):
         upload_state.read_state(path)
     assert asked and all(0 < n <= limit + 1 for n in asked)
