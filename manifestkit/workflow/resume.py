@@ -75,13 +75,11 @@ def reuse_recorded_upload(
     """The start of every new upload (file or streamed) once ``record`` is locked: the recorded
     complete upload of the image when it can serve (see ``already_uploaded``), else None, having
     said where an earlier record moved aside (``--new-upload``, a changed image) is kept."""
-    if record.state is not None:
-        done = already_uploaded(
+    if record.state is not None:  # already_uploaded says itself where a record it moves goes
+        return already_uploaded(
             record, request, settings, progress=progress, cancel=cancel, notify=notify, now=now
         )
-        if done is not None:
-            return done
-    if record.previous_file is not None:
+    if record.previous_file is not None:  # moved aside when the record was opened
         notify(
             f"the record of the earlier upload of {request.image} is kept in {record.previous_file}"
         )

@@ -105,8 +105,11 @@ def test_upload_of_a_changed_image_is_a_new_upload_and_keeps_the_old_record(
     assert code == 0, err
     random_image(image, 2 * MiB, seed=36)
     os.utime(image, ns=(0, _state(image)["mtime_ns"] + 10**9))
-    code, second, err = _upload(s3server, image, "--bucket", bucket)
+    argv = ["upload", str(image), "--bucket", bucket, "--output", "json", *s3server.cli_args()]
+    code, out, err = run_cli(*argv)
     assert code == 0, err
+    second = json.loads(out)
+    assert err.count(second["previous_state_file"]) == 1  # said once, not twice
     assert second["upload_id"] != first["upload_id"] and not second["already_uploaded"]
     assert json.loads(open(second["previous_state_file"]).read())["upload_id"] == first["upload_id"]
     assert_parts_match(fetch_manifest(second["manifest_url"], tmp_path / "m.xml"), image)
