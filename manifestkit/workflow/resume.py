@@ -186,18 +186,19 @@ def _check_against_image(record: UploadRecord, request: UploadRequest, info: Ima
     from manifestkit.manifest.build import MAX_VOLUME_GIB
 
     state = record.recorded
+    if info.file_bytes != state.file_bytes:
+        what = f"the converted copy of {request.image}" if request.convert else request.image
+        raise ImageError(
+            f"{what} is {info.file_bytes} bytes but the upload being resumed is of "
+            f"{state.file_bytes} bytes: the image changed",
+            fix="start a new upload without --resume",
+        )
     if info.format != state.file_format:
         record.refuse_lying(f"it records a {state.file_format} image, the image is {info.format}")
     if not MAX_VOLUME_GIB >= state.volume_gib >= info.volume_gib:
         record.refuse_lying(
             f"it records a volume of {state.volume_gib} GiB; the image needs "
             f"{info.volume_gib} to {MAX_VOLUME_GIB} GiB"
-        )
-    if info.file_bytes != state.file_bytes:
-        raise ImageError(
-            f"{request.image} is {info.file_bytes} bytes but the upload being resumed is of "
-            f"{state.file_bytes} bytes: the image changed",
-            fix="start a new upload without --resume",
         )
     check_importable(
         request,
@@ -236,12 +237,6 @@ def continue_recorded(
     owner = request.bucket_owner or state.expected_bucket_owner
     st = stat_regular(request.image)
     if not request.convert:
-        if st.st_size != state.file_bytes:
-            raise ImageError(
-                f"{request.image} is {st.st_size} bytes but the upload being resumed is of "
-                f"{state.file_bytes} bytes: the image changed",
-                fix="start a new upload without --resume",
-            )
         _check_against_image(record, request, inspect_image(request.image, format=request.format))
         if st.st_mtime_ns != state.mtime_ns:
             notify(
@@ -258,12 +253,6 @@ def continue_recorded(
             path, info, converted = contexts.enter_context(
                 image_for_upload(request, progress, notify)
             )
-            if info.file_bytes != state.file_bytes:
-                raise ImageError(
-                    f"the converted copy of {request.image} is {info.file_bytes} bytes, the upload "
-                    f"being resumed is of {state.file_bytes}",
-                    fix="start a new upload without --resume",
-                )
             _check_against_image(record, request, info)
         result = _send_missing(
             conn, settings, target, path, request, progress=progress, cancel=cancel, now=now
